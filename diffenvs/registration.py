@@ -1,0 +1,22 @@
+"""Every environment id of the suite, registered with Gymnasium in this one place."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+# id -> (entry point, vector entry point or None, max_episode_steps or None)
+_ENVS: dict[str, tuple[str, str | None, int | None]] = {}
+
+ENV_IDS: tuple[str, ...] = tuple(_ENVS)
+
+
+def register_envs() -> None:
+    for env_id, (entry, vector_entry, max_steps) in _ENVS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point=entry,
+            vector_entry_point=vector_entry,
+            max_episode_steps=max_steps,
+        )

@@ -1,0 +1,148 @@
+"""Train the world's text-conditioned UNet (and its small CLIP text encoder) in the VAE's latent space.
+
+Standard latent-diffusion training: epsilon prediction on SD's scaled-linear schedule, 10 % empty
+captions for classifier-free guidance, min-SNR loss weighting, and an EMA of the weights, which is
+what gets saved. Writes a complete Stable-Diffusion-layout folder (`model_index.json`, `vae/`,
+`unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`) every ``save_every`` steps.
+
+    python -m diffenvs.world.training.train_unet --steps 8000
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from diffusers import AutoencoderKL, StableDiffusionPipeline
+from tqdm import tqdm
+
+from diffenvs.world.data import cache_dir, make_dataset
+from diffenvs.world.oracle import as_image_tensor
+from diffenvs.world.paths import weights_path
+from diffenvs.world.t2i import make_scheduler, make_text_encoder, make_unet
+from diffenvs.world.tokenizer import build_world_tokenizer
+
+
+@dataclass
+class Config:
+    train_size: int = 40_000
+    steps: int = 8_000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 200
+    caption_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    save_every: int = 500
+    seed: int = 0
+    threads: int = 2
+    out: Path = weights_path("t2i")
+
+
+@torch.no_grad()
+def encode_dataset(vae: AutoencoderKL, images: np.ndarray, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    means, stds = [], []
+    for i in tqdm(range(0, len(images), batch), desc="encode latents"):
+        dist = vae.encode(as_image_tensor(images[i : i + batch]) * 2 - 1).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
+    """Write the SD-layout folder to a temp dir, then swap it in (no half-written model on disk)."""
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=make_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(cfg: Config) -> None:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    start = time.time()
+    vae = AutoencoderKL.from_pretrained(cfg.out / "vae").eval()
+    vae.requires_grad_(False)
+    train = make_dataset(cfg.train_size, seed=cfg.seed + 1, split="train")
+    vae_digest = hashlib.sha256((cfg.out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]  # fmt: skip
+    latent_file = cache_dir() / f"latents_{cfg.train_size}_{cfg.seed}_{vae_digest}.pt"
+    if latent_file.exists():
+        means, stds = torch.load(latent_file, weights_only=True)
+    else:
+        means, stds = encode_dataset(vae, train.images)
+        torch.save((means, stds), latent_file)
+    scale = vae.config.scaling_factor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_world_tokenizer(tmp)
+    text_encoder = make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)  # fmt: skip
+    unet = make_unet()
+    scheduler = make_scheduler()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    warm = torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, cfg.warmup)
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps - cfg.warmup, eta_min=cfg.lr * 0.05)  # fmt: skip
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], [cfg.warmup])
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    alphas = scheduler.alphas_cumprod
+    snr = alphas / (1 - alphas)
+
+    rng = np.random.default_rng(cfg.seed)
+    bar = tqdm(range(1, cfg.steps + 1), desc="unet")
+    for step in bar:
+        idx = rng.integers(0, len(train), cfg.batch_size)
+        z0 = (means[idx] + stds[idx] * torch.randn_like(stds[idx])) * scale
+        captions = ["" if rng.random() < cfg.caption_dropout else train.captions[i] for i in idx]
+        tokens = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids  # fmt: skip
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),))
+        noise = torch.randn_like(z0)
+        zt = scheduler.add_noise(z0, noise, t)
+        cond = text_encoder(tokens).last_hidden_state
+        pred = unet(zt, t, cond).sample
+        weight = snr[t].clamp(max=cfg.min_snr_gamma) / snr[t]
+        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
+                for pe, pl in zip(ema.parameters(), live.parameters(), strict=True):
+                    pe.lerp_(pl, 1 - decay)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_pipeline(cfg.out, vae, ema_text, tokenizer, ema_unet)
+            (cfg.out.parent / "t2i_progress.txt").write_text(
+                f"steps={step} minutes={(time.time() - start) / 60:.1f} loss={loss.item():.4f}\n"
+            )
+    print(f"minutes={(time.time() - start) / 60:.1f}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Config))
