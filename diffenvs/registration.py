@@ -5,7 +5,14 @@ from __future__ import annotations
 import gymnasium as gym
 
 # id -> (entry point, vector entry point or None, max_episode_steps or None)
-_ENVS: dict[str, tuple[str, str | None, int | None]] = {}
+_ENVS: dict[str, tuple[str, str | None, int | None]] = {
+    "GrammarGrid-v0": ("diffenvs.envs.grammar_grid:GrammarGridEnv", None, 100),
+    "DiffusionDenoise-v0": (
+        "diffenvs.envs.diffusion_denoise:DiffusionDenoiseEnv",
+        "diffenvs.envs.denoise_vector:DiffusionDenoiseVectorEnv",
+        None,
+    ),
+}
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)
 

@@ -52,9 +52,7 @@ MODIFIER_CATEGORIES: dict[str, tuple[str, ...]] = {
     "finish": ("pastel", "pixelated", "blurred"),
 }
 MODIFIERS: tuple[str, ...] = tuple(m for ms in MODIFIER_CATEGORIES.values() for m in ms)
-MODIFIER_CATEGORY: dict[str, str] = {
-    m: cat for cat, ms in MODIFIER_CATEGORIES.items() for m in ms
-}
+MODIFIER_CATEGORY: dict[str, str] = {m: cat for cat, ms in MODIFIER_CATEGORIES.items() for m in ms}
 
 # Every attribute the oracle predicts, with its classes. Modifier categories include "none".
 ATTRIBUTE_CLASSES: dict[str, tuple[str, ...]] = {

@@ -35,7 +35,9 @@ class AttributeOracle(nn.Module):
         self.features = nn.Sequential(
             block(3, w, 5), block(w, 2 * w), block(2 * w, 3 * w), block(3 * w, 4 * w)
         )
-        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 16, 256), nn.GELU(), nn.Dropout(0.1))
+        self.trunk = nn.Sequential(
+            nn.Flatten(), nn.Linear(4 * w * 16, 256), nn.GELU(), nn.Dropout(0.1)
+        )
         self.heads = nn.ModuleDict(
             {a: nn.Linear(256, len(ATTRIBUTE_CLASSES[a])) for a in ATTRIBUTES}
         )
@@ -45,7 +47,9 @@ class AttributeOracle(nn.Module):
         return {a: head(h) for a, head in self.heads.items()}
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor | np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    def predict(
+        self, images: torch.Tensor | np.ndarray, batch_size: int = 256
+    ) -> dict[str, np.ndarray]:
         """Class indices per attribute for images as uint8 HWC arrays or float BCHW tensors."""
         x = as_image_tensor(images)
         self.eval()
@@ -76,8 +80,7 @@ def as_image_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 def load_oracle(path: str | Path | None = None) -> AttributeOracle:
     """Load the oracle from a safetensors file (default: the one shipped with the package)."""
-    from safetensors.torch import load_file
-
+    from diffenvs.io import load_tensors
     from diffenvs.world.paths import weights_path
 
     file = Path(path) if path is not None else weights_path("oracle.safetensors")
@@ -87,5 +90,11 @@ def load_oracle(path: str | Path | None = None) -> AttributeOracle:
             "`python -m diffenvs.world.training.train_oracle` or pass the path of a safetensors file."
         )
     model = AttributeOracle()
-    model.load_state_dict(load_file(str(file)))
+    try:
+        model.load_state_dict(load_tensors(file))
+    except RuntimeError as err:
+        raise ValueError(
+            f"{file} does not hold AttributeOracle weights ({err}). Pass the oracle.safetensors "
+            "written by diffenvs.world.training.train_oracle."
+        ) from err
     return model.eval()

@@ -64,7 +64,9 @@ class Scene:
         seen: set[str] = set()
         for m in self.modifiers:
             if m not in MODIFIERS:
-                raise ValueError(f"Unknown style modifier {m!r}; known modifiers: {list(MODIFIERS)}.")
+                raise ValueError(
+                    f"Unknown style modifier {m!r}; known modifiers: {list(MODIFIERS)}."
+                )
             cat = MODIFIER_CATEGORY[m]
             if cat in seen:
                 raise ValueError(
@@ -316,6 +318,11 @@ def _pattern_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 def render(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> Image.Image:
     """Draw ``scene`` as an RGB PIL image of ``size``×``size``; deterministic for ``seed``."""
+    return render_with_mask(scene, seed, size)[0]
+
+
+def render_with_mask(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> tuple[Image.Image, np.ndarray]:  # fmt: skip
+    """Like :func:`render`, plus the objects' coverage mask (float32 in [0, 1], ``size``×``size``)."""
     rng = np.random.default_rng(seed)
     big = size * _SUPERSAMPLE
     count = COUNTS.index(scene.count) + 1
@@ -370,7 +377,8 @@ def render(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> Image.Image:
         image = small.resize((size, size), Image.Resampling.NEAREST)
     elif finish == "blurred":
         image = image.filter(ImageFilter.GaussianBlur(size / 40))
-    return image
+    coverage = np.asarray(mask.resize((size, size), Image.Resampling.BOX), np.float32) / 255.0
+    return image, coverage
 
 
 def _odd(x: float) -> int:

@@ -13,7 +13,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from diffenvs.world.render import IMAGE_SIZE
 from diffenvs.world.tokenizer import CONTEXT_LENGTH
 
-LATENT_CHANNELS = 4
+LATENT_CHANNELS = 8
 LATENT_SIZE = IMAGE_SIZE // 4
 TEXT_WIDTH = 128
 

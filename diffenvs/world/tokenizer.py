@@ -8,6 +8,7 @@ features at the arg-max token id, exactly as with OpenAI's vocabulary.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -39,7 +40,7 @@ def learn_merges(words: list[str]) -> list[tuple[str, str]]:
     while True:
         pairs: Counter[tuple[str, str]] = Counter()
         for symbols in corpus:
-            pairs.update(zip(symbols, symbols[1:], strict=False))
+            pairs.update(itertools.pairwise(symbols))
         if not pairs:
             return merges
         best = min(pairs, key=lambda p: (-pairs[p], p))

@@ -23,7 +23,7 @@ from diffenvs.world.attributes import ATTRIBUTE_CLASSES, MODIFIER_CATEGORIES
 from diffenvs.world.clip import OPENAI_MEAN, OPENAI_STD, create_world_clip
 from diffenvs.world.data import make_dataset
 from diffenvs.world.oracle import as_image_tensor
-from diffenvs.world.paths import weights_path
+from diffenvs.world.paths import WEIGHTS_DIR
 from diffenvs.world.render import Scene, sample_scenes
 
 
@@ -35,7 +35,7 @@ class Config:
     lr: float = 1e-3
     seed: int = 0
     threads: int = 1
-    out: Path = weights_path("clip")
+    out: Path = WEIGHTS_DIR / "clip"
 
 
 def one_attribute_changed(scene: Scene, rng: np.random.Generator) -> Scene:

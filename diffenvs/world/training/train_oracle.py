@@ -1,6 +1,6 @@
 """Train the attribute oracle on rendered images (reproducible, seeded).
 
-    python -m diffenvs.world.training.train_oracle --steps 3000
+python -m diffenvs.world.training.train_oracle --steps 3000
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from diffenvs.io import save_tensors
 from diffenvs.world.attributes import ATTRIBUTES
 from diffenvs.world.data import make_dataset
 from diffenvs.world.oracle import AttributeOracle, as_image_tensor
-from diffenvs.world.paths import weights_path
+from diffenvs.world.paths import WEIGHTS_DIR
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Config:
     lr: float = 2e-3
     seed: int = 0
     threads: int = 1
-    out: Path = weights_path("oracle.safetensors")
+    out: Path = WEIGHTS_DIR / "oracle.safetensors"
 
 
 def accuracy(model: AttributeOracle, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -68,7 +68,9 @@ def main(cfg: Config) -> dict[str, float]:
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     acc = accuracy(model, val.images, val.labels)
-    save_tensors(model.state_dict(), cfg.out, metadata={"steps": str(cfg.steps), "seed": str(cfg.seed)})
+    save_tensors(
+        model.state_dict(), cfg.out, metadata={"steps": str(cfg.steps), "seed": str(cfg.seed)}
+    )
     print({k: round(v, 4) for k, v in acc.items()}, f"minutes={(time.time() - start) / 60:.1f}")
     return acc
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from diffenvs.world.data import cache_dir, make_dataset
 from diffenvs.world.oracle import as_image_tensor
-from diffenvs.world.paths import weights_path
+from diffenvs.world.paths import WEIGHTS_DIR
 from diffenvs.world.t2i import make_scheduler, make_text_encoder, make_unet
 from diffenvs.world.tokenizer import build_world_tokenizer
 
@@ -45,7 +45,7 @@ class Config:
     save_every: int = 500
     seed: int = 0
     threads: int = 2
-    out: Path = weights_path("t2i")
+    out: Path = WEIGHTS_DIR / "t2i"
 
 
 @torch.no_grad()

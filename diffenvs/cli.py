@@ -1,0 +1,164 @@
+"""The ``diffenvs`` command line.
+
+diffenvs envs                                   list registered environments
+diffenvs demo                                   the quick-start demo
+diffenvs world sample "PROMPT" --n 8 --out grid.png
+diffenvs world render "PROMPT" --out render.png
+diffenvs world evaluate                         every number of docs/world.md
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Union
+
+import tyro
+
+
+def envs() -> None:
+    """List the registered diffenvs environments with a one-line description each."""
+    import gymnasium as gym
+
+    import diffenvs
+
+    for env_id in diffenvs.ENV_IDS:
+        spec = gym.spec(env_id)
+        entry = spec.entry_point
+        doc = ""
+        if isinstance(entry, str):
+            module, _, name = entry.partition(":")
+            cls = getattr(__import__(module, fromlist=[name]), name)
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{env_id:24s} {doc}")
+    if not diffenvs.ENV_IDS:
+        print("(no environments registered)")
+
+
+@dataclass
+class Sample:
+    """Generate images for a prompt with the embedded world (or any SD-layout model) and save a grid."""
+
+    prompt: Annotated[str, tyro.conf.Positional]
+    """The text prompt, e.g. "two small red circles on the left of a grass field, glowing"."""
+    n: int = 8
+    """How many images (seeds seed, seed+1, ...)."""
+    out: Path = Path("grid.png")
+    """Output PNG."""
+    model: str = "world"
+    """'world', a local Stable Diffusion folder, or a hub id."""
+    steps: int = 20
+    guidance_scale: float = 4.0
+    seed: int = 0
+    scale: int = 3
+    """Pixel upscaling of the saved grid (nearest neighbour) so small images are easy to see."""
+
+
+def world_sample(cfg: Sample) -> Path:
+    from diffenvs.generate import ImageGenerator
+    from diffenvs.world.evaluate import save_grid
+
+    if cfg.n < 1:
+        raise SystemExit(f"--n must be at least 1, got {cfg.n}.")
+    if not cfg.prompt.strip():
+        raise SystemExit("The prompt is empty; pass some text, e.g. \"one large blue star on an ocean\".")  # fmt: skip
+    gen = ImageGenerator(
+        cfg.model, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale
+    )
+    images = gen.images([cfg.prompt] * cfg.n, list(range(cfg.seed, cfg.seed + cfg.n)))
+    save_grid(images, cfg.out, cols=min(cfg.n, 8), scale=cfg.scale)
+    print(f"wrote {cfg.out} ({cfg.n} images for {cfg.prompt!r})")
+    return cfg.out
+
+
+@dataclass
+class Render:
+    """Draw the ground-truth picture of a world caption with the procedural renderer."""
+
+    prompt: Annotated[str, tyro.conf.Positional]
+    out: Path = Path("render.png")
+    n: int = 8
+    seed: int = 0
+    scale: int = 3
+
+
+def world_render(cfg: Render) -> Path:
+    import numpy as np
+
+    from diffenvs.world.evaluate import save_grid
+    from diffenvs.world.render import Scene, parse_prompt, render
+
+    found = parse_prompt(cfg.prompt)
+    mods = tuple(found.pop("modifiers", []))  # type: ignore[arg-type]
+    scene = Scene(**found, modifiers=mods)  # type: ignore[arg-type]
+    images = np.stack([np.asarray(render(scene, cfg.seed + i)) for i in range(cfg.n)])
+    save_grid(images, cfg.out, cols=min(cfg.n, 8), scale=cfg.scale)
+    print(f"wrote {cfg.out}: {scene.caption()!r}")
+    return cfg.out
+
+
+@dataclass
+class Demo:
+    """The quick-start demo: sample the embedded world for a handful of prompts and save a grid."""
+
+    out: Path = Path("out/demo")
+    """Output folder."""
+    steps: int = 20
+    guidance_scale: float = 4.0
+    seed: int = 0
+
+
+def demo(cfg: Demo) -> Path:
+    """Run the quick-start demo (samples of the embedded world, written to out/demo)."""
+    from diffenvs.demo import run_demo
+
+    return run_demo(cfg.out, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+
+
+def _subcommands(types: dict[str, type]) -> object:
+    members = tuple(Annotated[t, tyro.conf.subcommand(k)] for k, t in types.items())
+    return Union[members]  # noqa: UP007  (a runtime-built union needs typing.Union)
+
+
+def _world_commands() -> dict[str, tuple[type, Callable]]:
+    from diffenvs.world.evaluate import EvaluateConfig
+    from diffenvs.world.evaluate import main as evaluate
+
+    return {
+        "sample": (Sample, world_sample),
+        "render": (Render, world_render),
+        "evaluate": (EvaluateConfig, evaluate),
+    }
+
+
+GROUPS: dict[str, Callable[[], dict[str, tuple[type, Callable]]]] = {"world": _world_commands}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in GROUPS:
+        commands = GROUPS[argv[0]]()
+        cfg = tyro.cli(
+            _subcommands({k: t for k, (t, _) in commands.items()}),
+            args=argv[1:],
+            prog=f"diffenvs {argv[0]}",
+        )
+        for typ, run in commands.values():
+            if type(cfg) is typ:
+                run(cfg)
+                return
+    top: dict[str, Callable] = {"envs": envs, "demo": demo}
+    for name in GROUPS:
+
+        def show(name: str = name) -> None:
+            print(f"usage: diffenvs {name} SUBCOMMAND ...   (see `diffenvs {name} --help`)")
+
+        show.__doc__ = f"Commands of the {name} group (run `diffenvs {name} --help`)."
+        top[name] = show
+    tyro.extras.subcommand_cli_from_dict(top, args=argv, prog="diffenvs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""The batched engine behind ``DiffusionDenoise-v0`` and its native vector env.
+
+:class:`DenoiseCore` holds N trajectory slots of one Stable-Diffusion-layout pipeline and advances
+any subset of them with a single (classifier-free-guided) UNet forward: the single env is N = 1, the
+vector env is N = num_envs. Slots may sit at different steps (per-sample timesteps), so autoreset and
+stepping a subset of envs (Tianshou) stay batched.
+
+The math is exactly the pipeline's (same prompt encoding, guidance, scheduler formulas via
+:mod:`diffenvs.logprob`, VAE decode), which is what makes noise-mode episodes reproduce
+``StableDiffusionPipeline`` images.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffenvs.envs.denoise_prompts import make_prompt_source
+from diffenvs.logprob import gaussian_log_prob, k3_kl, previous_timestep, step_distribution
+from diffenvs.rewards import Reward, Standardised, make_reward
+
+ACTION_MODES = ("noise", "latent")
+SCHEDULERS = ("ddim", "ddpm")
+_PIPELINES: dict[tuple[str, str, str], Any] = {}
+_PIPELINES_LOCK = threading.Lock()
+_EMBED_CACHE_SIZE = 1024
+
+
+def resolve_pipeline(model: Any, device: str | torch.device | None, dtype: torch.dtype | None) -> Any:
+    """A loaded pipeline from a name/path (cached, so SyncVectorEnv copies share weights) or as is."""
+    from diffenvs.models import load_pipeline
+
+    if isinstance(model, str | Path):
+        dev = torch.device(device or "cpu")
+        dt = dtype or torch.float32
+        key = (str(model), str(dev), str(dt))
+        with _PIPELINES_LOCK:
+            if key not in _PIPELINES:
+                _PIPELINES[key] = load_pipeline(model, device=dev, dtype=dt)
+            return _PIPELINES[key]
+    missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not hasattr(model, c)]  # fmt: skip
+    if missing:
+        raise TypeError(
+            f"model must be 'world', a pipeline folder, a hub id, or a loaded Stable-Diffusion-layout "
+            f"pipeline; got a {type(model).__name__} without {missing}."
+        )
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    return model
+
+
+def build_scheduler(spec: Any, pipe: Any) -> Any:
+    """A fresh DDIM/DDPM scheduler from the pipeline's config (never mutates the pipeline's own)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if isinstance(spec, DDIMScheduler | DDPMScheduler):
+        return type(spec).from_config(spec.config)
+    if not isinstance(spec, str) or spec.lower() not in SCHEDULERS:
+        raise ValueError(
+            f"Unknown scheduler {spec!r}: use 'ddim' (with eta > 0) or 'ddpm', or pass a "
+            "DDIMScheduler/DDPMScheduler instance. Other samplers have no Gaussian step log-probability."
+        )
+    cls = DDIMScheduler if spec.lower() == "ddim" else DDPMScheduler
+    return cls.from_config(pipe.scheduler.config)
+
+
+def _coerce_latents(
+    value: Any, shape: tuple[int, ...], what: str, check_finite: bool = True
+) -> torch.Tensor:
+    """A float tensor of exactly ``shape`` with only finite values, or a clear error about ``what``."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        kind = "f" if tensor.is_floating_point() else "other"
+        dtype_name = str(tensor.dtype)
+    else:
+        try:
+            array = np.asarray(value)
+        except Exception as err:
+            raise TypeError(f"{what} must be a float array of shape {shape}; got {type(value).__name__}.") from err  # fmt: skip
+        kind, dtype_name = array.dtype.kind, str(array.dtype)
+        tensor = torch.from_numpy(array.astype(np.float32, copy=False)) if kind == "f" else None
+    if kind != "f":
+        raise TypeError(
+            f"{what} must hold floating-point values (float16/32/64), got dtype {dtype_name}. "
+            "Cast it, e.g. action.astype(np.float32)."
+        )
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{what} has shape {tuple(tensor.shape)}, expected {tuple(shape)}.")
+    if check_finite:
+        require_finite(tensor, what)
+    return tensor
+
+
+def require_finite(tensor: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        n_nan, n_inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+        raise ValueError(
+            f"{what} contains {n_nan} NaN and {n_inf} infinite values; every value must be finite."
+        )
+
+
+class DenoiseCore:
+    """N trajectory slots of the denoising MDP sharing one pipeline (see the env docstrings)."""
+
+    def __init__(
+        self,
+        num_envs: int,
+        *,
+        model: Any = "world",
+        prompts: Any = "world",
+        num_steps: int = 20,
+        scheduler: Any = "ddim",
+        eta: float = 1.0,
+        guidance_scale: float = 4.0,
+        negative_prompt: str | None = None,
+        reward: Any = "colourfulness",
+        reward_kwargs: dict[str, Any] | None = None,
+        reward_standardisation: tuple[float, float] | None = None,
+        kl_coef: float = 0.0,
+        action_mode: str = "noise",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"Unknown action_mode {action_mode!r}; use one of {list(ACTION_MODES)}.")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
+        if not np.isfinite(kl_coef) or kl_coef < 0:
+            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}.")
+        if not np.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}.")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise TypeError(f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}.")  # fmt: skip
+        self.num_envs, self.action_mode = int(num_envs), action_mode
+        self.prompt_source = make_prompt_source(prompts)
+        self.pipe = resolve_pipeline(model, device, dtype)
+        self.device = self.pipe.unet.device
+        self.dtype = self.pipe.unet.dtype
+        self.scheduler = build_scheduler(scheduler, self.pipe)
+        self.scheduler_name = "ddim" if type(self.scheduler).__name__.startswith("DDIM") else "ddpm"
+        self.eta = float(eta)
+        if self.scheduler_name == "ddim" and not self.eta > 0:
+            raise ValueError(
+                f"DDIM with eta={eta} is deterministic, so it is not an MDP with stochastic actions; "
+                "use eta > 0 (eta=1.0 as in DDPO) or scheduler='ddpm'."
+            )
+        self.scheduler.set_timesteps(int(num_steps), device=self.device)
+        self.timesteps = self.scheduler.timesteps.to(self.device).long()
+        self.num_steps = len(self.timesteps)
+        self.prev_timesteps = previous_timestep(self.scheduler, self.timesteps)
+        self._t_list = [int(t) for t in self.timesteps]
+        self.guidance_scale = float(guidance_scale)
+        self.negative_prompt = negative_prompt
+        self.kl_coef = float(kl_coef)
+
+        reward_kwargs = dict(reward_kwargs or {})
+        if isinstance(reward, str):
+            reward_kwargs.setdefault("device", self.device)
+        self.reward: Reward = make_reward(reward, **reward_kwargs)
+        if reward_standardisation is not None:
+            mean, std = reward_standardisation
+            self.reward = Standardised(self.reward, mean, std)
+
+        unet = self.pipe.unet
+        self.latent_shape = (
+            int(unet.config.in_channels),
+            int(unet.config.sample_size),
+            int(unet.config.sample_size),
+        )
+        scale = int(getattr(self.pipe, "vae_scale_factor", 8))
+        self.image_shape = (self.latent_shape[1] * scale, self.latent_shape[2] * scale, 3)
+        self.do_cfg = self.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+        self._encode_lock = threading.Lock()
+        self._embed_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        with torch.no_grad():
+            probe = self._encode([""])
+            self.embed_shape = tuple(probe.shape[1:])
+            self.negative_embeds = None
+            if self.do_cfg:
+                _, neg = self.pipe.encode_prompt("", self.device, 1, True, negative_prompt=negative_prompt)  # fmt: skip
+                self.negative_embeds = neg
+            self.timestep_cond = None
+            if unet.config.time_cond_proj_dim is not None:  # LCM-style guidance embedding
+                w = torch.tensor([self.guidance_scale - 1.0])
+                emb = self.pipe.get_guidance_scale_embedding(w, embedding_dim=unet.config.time_cond_proj_dim)  # fmt: skip
+                self.timestep_cond = emb.to(device=self.device, dtype=self.dtype)
+
+        n = self.num_envs
+        self.latents = torch.zeros((n, *self.latent_shape), device=self.device, dtype=self.dtype)
+        self.embeds = torch.zeros((n, *self.embed_shape), device=self.device, dtype=self.dtype)
+        self.step_index = np.full(n, -1, dtype=np.int64)  # -1: never reset
+        self.prompts: list[str] = [""] * n
+        self.generators: list[torch.Generator | None] = [None] * n
+        self._mean = torch.zeros_like(self.latents)
+        self._x0 = torch.zeros_like(self.latents)
+        self._std = torch.zeros(n, device=self.device, dtype=self.dtype)
+
+    # ----------------------------------------------------------------------------------------
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        with self._encode_lock:
+            missing = list(dict.fromkeys(p for p in prompts if p not in self._embed_cache))
+            if missing:
+                emb, _ = self.pipe.encode_prompt(missing, self.device, 1, False)
+                for p, e in zip(missing, emb, strict=True):
+                    self._embed_cache[p] = e
+            for p in prompts:
+                self._embed_cache.move_to_end(p)
+            out = torch.stack([self._embed_cache[p] for p in prompts])
+            while len(self._embed_cache) > _EMBED_CACHE_SIZE:
+                self._embed_cache.popitem(last=False)
+            return out
+
+    def timestep_of(self, ids: np.ndarray) -> np.ndarray:
+        """The timestep ``t`` of each slot's current latent (0 once the episode is over)."""
+        k = self.step_index[ids]
+        return np.array([self._t_list[i] if 0 <= i < self.num_steps else 0 for i in k], dtype=np.float32)  # fmt: skip
+
+    def begin(
+        self,
+        ids: np.ndarray,
+        rngs: list[np.random.Generator],
+        seeds: list[int | None],
+        prompts: list[str | None] | None = None,
+        latents: Any = None,
+    ) -> None:
+        """Start new episodes in slots ``ids``: draw prompts (from ``rngs``) and x_T.
+
+        x_T of a slot reset with seed s is ``torch.randn(latent_shape, generator=
+        torch.Generator().manual_seed(s))``: the latent ``StableDiffusionPipeline`` starts from
+        with ``generator=torch.Generator().manual_seed(s)``.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        given_x = None
+        if latents is not None:
+            given_x = _coerce_latents(latents, (len(ids), *self.latent_shape), "options['latents']")
+        chosen: list[str] = []
+        for j in range(len(ids)):
+            given = None if prompts is None else prompts[j]
+            if given is not None and not isinstance(given, str):
+                raise TypeError(f"A reset prompt must be a str, got {type(given).__name__}.")
+            chosen.append(given if given is not None else self.prompt_source.sample(rngs[j]))
+        for j, i in enumerate(ids):
+            if seeds[j] is not None:
+                self.generators[i] = torch.Generator().manual_seed(int(seeds[j]))
+            elif self.generators[i] is None:
+                self.generators[i] = torch.Generator().manual_seed(int(rngs[j].integers(2**63 - 1)))  # fmt: skip
+        if given_x is not None:
+            x = given_x
+        else:
+            # Drawn from a CPU generator (as diffusers does for a CPU generator), then moved.
+            x = torch.stack([torch.randn(self.latent_shape, generator=self.generators[i]) for i in ids])  # fmt: skip
+        x = x.to(self.device, self.dtype) * self.scheduler.init_noise_sigma
+        with torch.no_grad():
+            emb = self._encode(chosen)
+        idx = torch.as_tensor(ids, device=self.device)
+        self.latents[idx] = x
+        self.embeds[idx] = emb
+        self.step_index[ids] = 0
+        for j, i in enumerate(ids):
+            self.prompts[i] = chosen[j]
+
+    @torch.no_grad()
+    def model_output(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """The guided UNet output for a batch, exactly as StableDiffusionPipeline computes it."""
+        b = latents.shape[0]
+        # One shared timestep → a 0-d tensor, as the pipeline passes it.
+        t_in = t[0] if bool((t == t[0]).all()) else t
+        x, emb = latents, embeds
+        if self.do_cfg:
+            x = torch.cat([latents] * 2)
+            emb = torch.cat([self.negative_embeds.expand(b, -1, -1), embeds])
+            t_in = t_in if t_in.ndim == 0 else torch.cat([t_in, t_in])
+        cond = None if self.timestep_cond is None else self.timestep_cond.expand(x.shape[0], -1)
+        out = self.pipe.unet(x, t_in, encoder_hidden_states=emb, timestep_cond=cond, return_dict=False)[0]  # fmt: skip
+        if self.do_cfg:
+            uncond, text = out.chunk(2)
+            out = uncond + self.guidance_scale * (text - uncond)
+        return out
+
+    def refresh(self, ids: np.ndarray) -> None:
+        """Run the base model on the current latents of ``ids``: their next-action Gaussians."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        if bool((self.step_index[ids] < 0).any() or (self.step_index[ids] >= self.num_steps).any()):
+            raise RuntimeError(f"Slots {ids.tolist()} are not mid-episode; reset them first.")
+        idx = torch.as_tensor(ids, device=self.device)
+        k = torch.as_tensor(self.step_index[ids], device=self.device)
+        t, prev_t = self.timesteps[k], self.prev_timesteps[k]
+        x = self.latents[idx]
+        out = self.model_output(x, t, self.embeds[idx])
+        with torch.no_grad():
+            dist = step_distribution(self.scheduler, out, t, x, eta=self.eta, prev_timestep=prev_t)
+        self._mean[idx], self._std[idx], self._x0[idx] = dist.mean, dist.std, dist.pred_original_sample  # fmt: skip
+
+    def observation(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Batched observations of ``ids`` as fresh float32 numpy arrays."""
+        ids = np.asarray(ids, dtype=np.int64)
+        idx = torch.as_tensor(ids, device=self.device)
+        return {
+            "latent": self.latents[idx].float().cpu().numpy(),
+            "timestep": self.timestep_of(ids)[:, None],
+            "prompt_embeds": self.embeds[idx].float().cpu().numpy(),
+        }
+
+    def pending(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, std, predicted x_0) of the next action for ``ids``."""
+        idx = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.device)
+        return self._mean[idx], self._std[idx], self._x0[idx]
+
+    def coerce_actions(self, actions: Any, n: int, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Validated actions (n, C, h, w) on the model's device (n = 0: one unbatched action).
+
+        Only ``rows`` (default: all) must be finite: the actions of autoresetting envs are ignored.
+        """
+        what = "Noise action" if self.action_mode == "noise" else "Latent action (x_{t-1})"
+        shape = (n, *self.latent_shape) if n > 0 else self.latent_shape
+        x = _coerce_latents(actions, shape, what, check_finite=rows is None)
+        x = x.reshape(-1, *self.latent_shape)
+        if rows is not None and len(rows):
+            require_finite(x[torch.as_tensor(rows)], what)
+        return x.to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def advance(
+        self, ids: np.ndarray, actions: torch.Tensor, policy_log_prob: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Apply validated actions (b, C, H, W) to slots ``ids``; returns per-slot step results."""
+        ids = np.asarray(ids, dtype=np.int64)
+        mean, std, _ = self.pending(ids)
+        k = self.step_index[ids]
+        std4 = std.reshape(-1, 1, 1, 1)
+        if self.action_mode == "noise":
+            prev = torch.where(std4 > 0, mean + std4 * actions, mean)
+            noise = actions
+        else:
+            prev = actions
+            safe = torch.where(std4 > 0, std4, torch.ones_like(std4))
+            noise = torch.where(std4 > 0, (prev - mean) / safe, torch.zeros_like(prev))
+        log_prob = gaussian_log_prob(prev, mean, std)
+        kl = None
+        if policy_log_prob is not None:
+            # Compare in the action's own space (noise space: the base is N(0, I)).
+            if self.action_mode == "noise":
+                zero = torch.zeros_like(noise)
+                base_lp = gaussian_log_prob(noise, zero, torch.ones_like(std))
+            else:
+                base_lp = log_prob
+            kl = k3_kl(policy_log_prob.to(base_lp), base_lp)
+        idx = torch.as_tensor(ids, device=self.device)
+        self.latents[idx] = prev
+        self.step_index[ids] = k + 1
+        return {
+            "mean": mean,
+            "std": std,
+            "log_prob": log_prob,
+            "kl": kl,
+            "timestep": np.array([self._t_list[i] for i in k]),
+            "terminal": self.step_index[ids] >= self.num_steps,
+        }
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-decode latents to float images (B, 3, H, W) in [0, 1], as the pipeline does."""
+        vae = self.pipe.vae
+        z = latents / vae.config.scaling_factor
+        if getattr(vae.config, "shift_factor", None):
+            z = z + vae.config.shift_factor
+        image = vae.decode(z.to(vae.dtype), return_dict=False)[0]
+        return (image / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def finish(self, ids: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
+        """Decode and score finished slots: (rewards (b,), details, uint8 images (b, H, W, 3))."""
+        ids = np.asarray(ids, dtype=np.int64)
+        images = self.decode(self.latents[torch.as_tensor(ids, device=self.device)])
+        out = self.reward.evaluate(images.float(), [self.prompts[i] for i in ids])
+        uint8 = (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return out.rewards.detach(), out.details, uint8
+
+    @torch.no_grad()
+    def preview(self, ids: np.ndarray) -> np.ndarray:
+        """uint8 images of the base model's current x_0 prediction (final images when done)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        idx = torch.as_tensor(ids, device=self.device)
+        done = torch.as_tensor(self.step_index[ids] >= self.num_steps, device=self.device)
+        z = torch.where(done.reshape(-1, 1, 1, 1), self.latents[idx], self._x0[idx])
+        images = self.decode(z)
+        return (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
