@@ -81,7 +81,9 @@ def make_env(cfg: SB3GrammarConfig) -> gym.Env:
     return Monitor(env, info_keywords=("is_success",))
 
 
-def make_model(cfg: SB3GrammarConfig, env: gym.Env, tensorboard_log: str | None = None) -> BaseAlgorithm:  # fmt: skip
+def make_model(
+    cfg: SB3GrammarConfig, env: gym.Env, tensorboard_log: str | None = None
+) -> BaseAlgorithm:
     policy_kwargs = {"net_arch": list(cfg.net_arch)}
     common = {
         "learning_rate": cfg.learning_rate,

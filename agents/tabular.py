@@ -293,10 +293,15 @@ def main(cfg: TabularConfig, env: gym.Env | None = None) -> dict[str, Any]:
     run_dir = Path(cfg.output_dir) / run_name
     if cfg.resume:
         ckpt = load_tensors(cfg.resume)
-        if "q" not in ckpt or tuple(ckpt["q"].shape) != q.shape:
-            got = tuple(ckpt["q"].shape) if "q" in ckpt else "no 'q' tensor"
+        missing = sorted({"q", "visits", "episodes_done"} - set(ckpt))
+        if missing:
             raise ValueError(
-                f"{cfg.resume} holds a Q-table of shape {got}, but this environment needs "
+                f"{cfg.resume} is not a tabular-agent checkpoint (missing {missing}); pass the "
+                "q_table.safetensors of an earlier agents.tabular run."
+            )
+        if tuple(ckpt["q"].shape) != q.shape:
+            raise ValueError(
+                f"{cfg.resume} holds a Q-table of shape {tuple(ckpt['q'].shape)}, but this environment needs "
                 f"{q.shape}; resume with the same grammar and observation settings."
             )
         q = ckpt["q"].double().numpy().copy()

@@ -63,6 +63,8 @@ class TianshouGrammarConfig:
     eps_start: float = 1.0
     eps_end: float = 0.05
     eps_decay_steps: int = 20_000
+    test_episodes: int = 10
+    """episodes of Tianshou's own test step after every epoch."""
     eval_episodes: int = 100
     eval_seed: int = 1_000_000
     seed: int = 0
@@ -194,7 +196,7 @@ def main(cfg: TianshouGrammarConfig) -> dict[str, Any]:
             max_epochs=cfg.epochs,
             epoch_num_steps=cfg.epoch_num_steps,
             collection_step_num_env_steps=cfg.collection_step_num_env_steps,
-            test_step_num_episodes=10,
+            test_step_num_episodes=cfg.test_episodes,
             batch_size=cfg.batch_size,
             update_step_num_gradient_steps_per_sample=cfg.gradient_steps_per_sample,
             training_fn=set_eps,

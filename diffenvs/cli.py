@@ -5,6 +5,7 @@ diffenvs demo                                   the quick-start demo
 diffenvs world sample "PROMPT" --n 8 --out grid.png
 diffenvs world render "PROMPT" --out render.png
 diffenvs world evaluate                         every number of docs/world.md
+diffenvs train tabular --algo q-learning        train an agent (see `diffenvs train --help`)
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def world_sample(cfg: Sample) -> Path:
     if cfg.n < 1:
         raise SystemExit(f"--n must be at least 1, got {cfg.n}.")
     if not cfg.prompt.strip():
-        raise SystemExit("The prompt is empty; pass some text, e.g. \"one large blue star on an ocean\".")  # fmt: skip
+        raise SystemExit(
+            'The prompt is empty; pass some text, e.g. "one large blue star on an ocean".'
+        )
     gen = ImageGenerator(
         cfg.model, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale
     )
@@ -133,7 +136,31 @@ def _world_commands() -> dict[str, tuple[type, Callable]]:
     }
 
 
-GROUPS: dict[str, Callable[[], dict[str, tuple[type, Callable]]]] = {"world": _world_commands}
+def _train_commands() -> dict[str, tuple[type, Callable]]:
+    from agents.sb3_denoise import SB3DenoiseConfig
+    from agents.sb3_denoise import main as sb3_denoise
+    from agents.sb3_grammar import SB3GrammarConfig
+    from agents.sb3_grammar import main as sb3_grammar
+    from agents.tabular import TabularConfig
+    from agents.tabular import main as tabular
+    from agents.tianshou_denoise import TianshouDenoiseConfig
+    from agents.tianshou_denoise import main as tianshou_denoise
+    from agents.tianshou_grammar import TianshouGrammarConfig
+    from agents.tianshou_grammar import main as tianshou_grammar
+
+    return {
+        "tabular": (TabularConfig, tabular),
+        "sb3-grammar": (SB3GrammarConfig, sb3_grammar),
+        "tianshou-grammar": (TianshouGrammarConfig, tianshou_grammar),
+        "sb3-denoise": (SB3DenoiseConfig, sb3_denoise),
+        "tianshou-denoise": (TianshouDenoiseConfig, tianshou_denoise),
+    }
+
+
+GROUPS: dict[str, Callable[[], dict[str, tuple[type, Callable]]]] = {
+    "world": _world_commands,
+    "train": _train_commands,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -71,7 +71,9 @@ class ImageGenerator:
     def images(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
         """uint8 array (B, H, W, 3), one image per (prompt, seed)."""
         if len(prompts) != len(seeds):
-            raise ValueError(f"Got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt.")  # fmt: skip
+            raise ValueError(
+                f"Got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt."
+            )
         keys = [(str(p), int(s)) for p, s in zip(prompts, seeds, strict=True)]
         missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
         self.stats.hits += len(keys) - sum(1 for k in keys if k in missing)

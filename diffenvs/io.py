@@ -26,7 +26,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:  # fmt: skip
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
     """Save a flat dict of tensors as safetensors, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,9 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     Rows with ``std == 0`` (a deterministic step) get 0 rather than -inf/NaN.
     """
     if x.shape != mean.shape:
-        raise ValueError(f"x has shape {tuple(x.shape)} but the mean has shape {tuple(mean.shape)}.")
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} but the mean has shape {tuple(mean.shape)}."
+        )
     dims = tuple(range(1, x.ndim))
     n = math.prod(x.shape[1:])
     std = std.to(x.dtype)
@@ -148,23 +150,138 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return torch.where(std > 0, log_prob, torch.zeros_like(log_prob))
 
 
-def _alphas(scheduler: Any, t: torch.Tensor, prev_t: torch.Tensor, kind: str, like: torch.Tensor):
-    ac = scheduler.alphas_cumprod.to(device=like.device)
+def noise_log_prob(noise: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Log-density (B,) of ``x = mean + std * noise`` under N(mean, std^2 I), from the noise alone.
+
+    Equal to ``gaussian_log_prob(x, mean, std)`` without forming ``x - mean`` (so it is cheaper and
+    free of cancellation); with ``std = 1`` it is the standard normal's log-density of the noise.
+    """
+    dims = tuple(range(1, noise.ndim))
+    n = math.prod(noise.shape[1:])
+    std = std.to(noise.dtype)
+    safe = torch.where(std > 0, std, torch.ones_like(std))
+    log_prob = -0.5 * (noise**2).sum(dims) - n * (torch.log(safe) + _HALF_LOG_2PI)
+    return torch.where(std > 0, log_prob, torch.zeros_like(log_prob))
+
+
+@dataclass
+class StepCoefficients:
+    """The per-sample scalars of one sampler step, shape (B, 1, 1, 1), in the scheduler's float32.
+
+    They depend only on the timesteps, so an environment computes them once per schedule
+    (:func:`step_coefficients`) and indexes them; :func:`distribution_from_coefficients` then
+    applies them to a model output. Expressions and their order follow diffusers exactly.
+    """
+
+    kind: str  # "ddim" or "ddpm"
+    config: Any  # the scheduler config (prediction type, clipping)
+    sqrt_alpha: torch.Tensor  # sqrt(a_t)
+    sqrt_beta: torch.Tensor  # sqrt(1 - a_t)
+    x0_coeff: torch.Tensor  # multiplies the predicted x_0 in the mean
+    second_coeff: torch.Tensor  # multiplies eps (DDIM's direction) or x_t (DDPM's posterior)
+    std: torch.Tensor  # (B,)
+    timestep: torch.Tensor  # (B,)
+    prev_timestep: torch.Tensor  # (B,)
+
+    def __getitem__(self, index: Any) -> StepCoefficients:
+        """The coefficients of a subset of samples (e.g. one row per step of a schedule)."""
+        return StepCoefficients(
+            self.kind, self.config, *(getattr(self, f)[index] for f in _COEFF_FIELDS)
+        )
+
+    def to(self, device: torch.device | str) -> StepCoefficients:
+        return StepCoefficients(
+            self.kind, self.config, *(getattr(self, f).to(device) for f in _COEFF_FIELDS)
+        )
+
+
+_COEFF_FIELDS = (
+    "sqrt_alpha",
+    "sqrt_beta",
+    "x0_coeff",
+    "second_coeff",
+    "std",
+    "timestep",
+    "prev_timestep",
+)
+
+
+def step_coefficients(
+    scheduler: Any,
+    timestep: int | torch.Tensor,
+    *,
+    eta: float = 1.0,
+    prev_timestep: torch.Tensor | None = None,
+    batch: int | None = None,
+) -> StepCoefficients:
+    """:class:`StepCoefficients` of a DDIM (``eta`` > 0) or DDPM step at ``timestep`` ((B,) or scalar)."""
+    kind = scheduler_kind(scheduler)
+    if kind == "ddim" and not eta > 0:
+        raise ValueError(
+            f"DDIM with eta={eta} is deterministic, so its steps have no log-probability; use eta > 0 "
+            "(eta=1.0 as in DDPO) or the DDPM scheduler."
+        )
+    ac = scheduler.alphas_cumprod
+    n = batch if batch is not None else max(1, torch.as_tensor(timestep).numel())
+    t = _as_timesteps(timestep, n, ac.device)
+    prev_t = (
+        previous_timestep(scheduler, t)
+        if prev_timestep is None
+        else _as_timesteps(prev_timestep, n, ac.device)
+    )
     final = scheduler.final_alpha_cumprod if kind == "ddim" else scheduler.one
-    a_t = ac[t]
-    a_prev = torch.where(prev_t >= 0, ac[prev_t.clamp(min=0)], final.to(ac.device))
-    shape = (-1, *([1] * (like.ndim - 1)))
-    return a_t.reshape(shape), a_prev.reshape(shape)
+    a_t = ac[t].reshape(-1, 1, 1, 1)
+    a_prev = torch.where(prev_t >= 0, ac[prev_t.clamp(min=0)], final.to(ac.device)).reshape(
+        -1, 1, 1, 1
+    )
+    b_t, b_prev = 1 - a_t, 1 - a_prev
+    if kind == "ddim":
+        variance = (b_prev / b_t) * (1 - a_t / a_prev)
+        std = eta * variance ** (0.5)
+        x0_coeff = a_prev ** (0.5)
+        second = (1 - a_prev - std**2) ** (0.5)
+    else:
+        alpha_t = a_t / a_prev
+        beta_t = 1 - alpha_t
+        x0_coeff = (a_prev ** (0.5) * beta_t) / b_t
+        second = alpha_t ** (0.5) * b_prev / b_t
+        variance = torch.clamp(b_prev / b_t * beta_t, min=1e-20)
+        variance_type = scheduler.config.variance_type
+        if variance_type == "fixed_small":
+            std = variance**0.5
+        elif variance_type == "fixed_small_log":
+            std = torch.exp(0.5 * torch.log(variance))
+        else:  # fixed_large
+            std = beta_t**0.5
+        # DDPMScheduler adds no noise at t = 0: that step is deterministic.
+        std = torch.where(t.reshape(std.shape) > 0, std, torch.zeros_like(std))
+    return StepCoefficients(
+        kind, scheduler.config, a_t**0.5, b_t**0.5, x0_coeff, second, std.reshape(-1), t, prev_t
+    )
 
 
-def _predict_x0_eps(
-    config: Any, model_output: torch.Tensor, sample: torch.Tensor, a_t: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    # Coefficients are computed in the scheduler's float32 and cast to the sample's dtype, as
-    # diffusers' 0-d scalar coefficients are, so half-precision models round the same way.
-    dtype = sample.dtype
-    b_t = 1 - a_t
-    sqrt_a, sqrt_b = (a_t**0.5).to(dtype), (b_t**0.5).to(dtype)
+def distribution_from_coefficients(
+    coeffs: StepCoefficients, model_output: torch.Tensor, sample: torch.Tensor
+) -> StepDistribution:
+    """Apply precomputed :class:`StepCoefficients` to a model output for ``sample`` = x_t."""
+    if model_output.shape != sample.shape:
+        raise ValueError(
+            f"model_output has shape {tuple(model_output.shape)} but sample has shape "
+            f"{tuple(sample.shape)}; they must match (learned-variance outputs are not supported)."
+        )
+    if coeffs.std.shape[0] != sample.shape[0]:
+        raise ValueError(
+            f"Got step coefficients for {coeffs.std.shape[0]} samples but {sample.shape[0]} samples."
+        )
+    # Coefficients stay in the scheduler's float32 and are cast to the sample's dtype where they
+    # multiply tensors, as diffusers' 0-d scalar coefficients are (same rounding in half precision).
+    dtype, device, config = sample.dtype, sample.device, coeffs.config
+    shape = (-1, *([1] * (sample.ndim - 1)))
+
+    def c(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(shape).to(device=device, dtype=dtype)
+
+    sqrt_a, sqrt_b = c(coeffs.sqrt_alpha), c(coeffs.sqrt_beta)
     if config.prediction_type == "epsilon":
         x0 = (sample - sqrt_b * model_output) / sqrt_a
         eps = model_output
@@ -176,7 +293,15 @@ def _predict_x0_eps(
         eps = sqrt_a * model_output + sqrt_b * sample
     if config.clip_sample:
         x0 = x0.clamp(-config.clip_sample_range, config.clip_sample_range)
-    return x0, eps
+    second = eps if coeffs.kind == "ddim" else sample
+    mean = c(coeffs.x0_coeff) * x0 + c(coeffs.second_coeff) * second
+    return StepDistribution(
+        mean=mean,
+        std=coeffs.std.to(device=device, dtype=dtype),
+        pred_original_sample=x0,
+        timestep=coeffs.timestep,
+        prev_timestep=coeffs.prev_timestep,
+    )
 
 
 def step_distribution(
@@ -198,55 +323,10 @@ def step_distribution(
         eta: DDIM's noise weight (ignored for DDPM); 1.0 gives DDPM-like variance.
         prev_timestep: optional precomputed :func:`previous_timestep`.
     """
-    kind = scheduler_kind(scheduler)
-    if model_output.shape != sample.shape:
-        raise ValueError(
-            f"model_output has shape {tuple(model_output.shape)} but sample has shape "
-            f"{tuple(sample.shape)}; they must match (learned-variance outputs are not supported)."
-        )
-    if kind == "ddim" and not eta > 0:
-        raise ValueError(
-            f"DDIM with eta={eta} is deterministic, so its steps have no log-probability; use eta > 0 "
-            "(eta=1.0 as in DDPO) or the DDPM scheduler."
-        )
-    t = _as_timesteps(timestep, sample.shape[0], sample.device)
-    prev_t = (
-        previous_timestep(scheduler, t)
-        if prev_timestep is None
-        else _as_timesteps(prev_timestep, sample.shape[0], sample.device)
+    coeffs = step_coefficients(
+        scheduler, timestep, eta=eta, prev_timestep=prev_timestep, batch=sample.shape[0]
     )
-    a_t, a_prev = _alphas(scheduler, t, prev_t, kind, sample)
-    x0, eps = _predict_x0_eps(scheduler.config, model_output, sample, a_t)
-    b_t, b_prev = 1 - a_t, 1 - a_prev
-    dtype = sample.dtype
-    if kind == "ddim":
-        variance = (b_prev / b_t) * (1 - a_t / a_prev)
-        std = eta * variance ** (0.5)
-        direction = ((1 - a_prev - std**2) ** (0.5)).to(dtype) * eps
-        mean = (a_prev ** (0.5)).to(dtype) * x0 + direction
-    else:
-        alpha_t = a_t / a_prev
-        beta_t = 1 - alpha_t
-        x0_coeff = ((a_prev ** (0.5) * beta_t) / b_t).to(dtype)
-        xt_coeff = (alpha_t ** (0.5) * b_prev / b_t).to(dtype)
-        mean = x0_coeff * x0 + xt_coeff * sample
-        variance = torch.clamp(b_prev / b_t * beta_t, min=1e-20)
-        variance_type = scheduler.config.variance_type
-        if variance_type == "fixed_small":
-            std = variance**0.5
-        elif variance_type == "fixed_small_log":
-            std = torch.exp(0.5 * torch.log(variance))
-        else:  # fixed_large
-            std = beta_t**0.5
-        # DDPMScheduler adds no noise at t = 0: that step is deterministic.
-        std = torch.where(t.reshape(std.shape) > 0, std, torch.zeros_like(std))
-    return StepDistribution(
-        mean=mean,
-        std=std.reshape(-1).to(sample.dtype),
-        pred_original_sample=x0,
-        timestep=t,
-        prev_timestep=prev_t,
-    )
+    return distribution_from_coefficients(coeffs, model_output, sample)
 
 
 def step_log_prob(

@@ -124,6 +124,15 @@ def run_episode(env, seed: int, actions_seed: int = 0):
     return trajectory
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # Tiny models run fastest on one thread, and two threads thrash when the cores are busy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --------------------------------------------------------------------------------------------
 # API conformance
 
@@ -253,12 +262,16 @@ def test_latent_mode_agrees_with_noise_mode_and_log_probs(pipe):
         obs_l, r_l, _, _, info_l = latent_env.step(x_prev)
         np.testing.assert_allclose(obs_l["latent"], obs_n["latent"], atol=1e-5)
         # Noise mode: log-prob of mean + std * eps is the standard normal's over std^D.
-        expected = -0.5 * float((eps.astype(np.float64) ** 2).sum()) - d * (math.log(info_n["std"]) + 0.5 * math.log(2 * math.pi))  # fmt: skip
+        expected = -0.5 * float((eps.astype(np.float64) ** 2).sum()) - d * (
+            math.log(info_n["std"]) + 0.5 * math.log(2 * math.pi)
+        )
         assert info_n["log_prob"] == pytest.approx(expected, rel=1e-4, abs=1e-2)
         # The agent-facing function gives the env's log-prob from (model output, x_t, x_{t-1}, t).
         t = core.timesteps[k : k + 1]
         out = core.model_output(x_t, t, core.embeds)
-        lp = step_log_prob(core.scheduler, out, t, x_t, torch.from_numpy(obs_l["latent"])[None], eta=1.0)  # fmt: skip
+        lp = step_log_prob(
+            core.scheduler, out, t, x_t, torch.from_numpy(obs_l["latent"])[None], eta=1.0
+        )
         assert float(lp[0]) == pytest.approx(info_l["log_prob"], rel=1e-5, abs=1e-3)
     assert r_n == pytest.approx(r_l, abs=1e-3)
 
@@ -277,7 +290,7 @@ def test_named_and_custom_rewards(pipe):
     traj = run_episode(make(pipe, reward="jpeg_compressibility"), seed=0)
     assert traj[-1][1] < 0 and "size_kb" in traj[-1][2]["reward_details"]
     raw = run_episode(make(pipe, reward="colourfulness"), seed=0)[-1][1]
-    std = run_episode(make(pipe, reward="colourfulness", reward_standardisation=(1.0, 2.0)), seed=0)  # fmt: skip
+    std = run_episode(make(pipe, reward="colourfulness", reward_standardisation=(1.0, 2.0)), seed=0)
     assert std[-1][1] == pytest.approx((raw - 1.0) / 2.0, abs=1e-5)
     assert std[-1][2]["reward_details"]["raw"] == pytest.approx(raw, abs=1e-5)
 
@@ -309,7 +322,13 @@ def test_kl_penalty_uses_k3_of_the_reported_policy_log_prob(pipe):
 def test_native_vector_env_matches_sync_vector_env(pipe, autoreset_mode):
     kwargs = {"model": pipe, "prompts": PROMPTS, "num_steps": 2, "reward": "colourfulness"}
     native = gym.make_vec(ENV_ID, num_envs=3, autoreset_mode=autoreset_mode, **kwargs)
-    sync = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="sync", vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode(autoreset_mode)}, **kwargs)  # fmt: skip
+    sync = gym.make_vec(
+        ENV_ID,
+        num_envs=3,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode(autoreset_mode)},
+        **kwargs,
+    )
     assert isinstance(native, DiffusionDenoiseVectorEnv)
     assert native.metadata["autoreset_mode"] == sync.metadata["autoreset_mode"]
     assert native.single_action_space.shape == sync.single_action_space.shape
@@ -344,25 +363,36 @@ def test_next_step_autoreset_semantics(pipe):
 
 
 def test_disabled_autoreset_and_masked_reset(pipe):
-    envs = DiffusionDenoiseVectorEnv(2, autoreset_mode="Disabled", model=pipe, prompts=PROMPTS, num_steps=2, reward="zero")  # fmt: skip
+    envs = DiffusionDenoiseVectorEnv(
+        2, autoreset_mode="Disabled", model=pipe, prompts=PROMPTS, num_steps=2, reward="zero"
+    )
     envs.reset(seed=0)
     actions = np.zeros((2, *envs.single_action_space.shape), np.float32)
     envs.step(actions)
-    envs.step(actions)
-    with pytest.raises(RuntimeError, match="reset_mask"):
-        envs.step(actions)
-    obs, info = envs.reset(options={"reset_mask": np.array([True, False]), "prompts": ["one red circle", None]})  # fmt: skip
+    # Restart env 0 mid-episode: the slots now sit at different steps and still share a forward.
+    obs, info = envs.reset(
+        options={"reset_mask": np.array([True, False]), "prompts": ["one red circle", None]}
+    )
     assert info["_prompt"].tolist() == [True, False] and info["prompt"][0] == "one red circle"
-    assert obs["timestep"][1, 0] == 0.0  # env 1 still finished
+    assert obs["timestep"][0, 0] > obs["timestep"][1, 0] > 0
+    _, _, terminated, _, info = envs.step(actions)
+    assert terminated.tolist() == [False, True] and info["_image"].tolist() == [False, True]
     with pytest.raises(RuntimeError, match="reset_mask"):
         envs.step(actions)
     envs.reset(options={"reset_mask": np.array([False, True])})
-    _, _, terminated, _, _ = envs.step(actions)  # the two slots are at different steps now
-    assert terminated.tolist() == [True, False]
+    envs.step(actions)
 
 
 def test_vector_kl_penalty_and_render(pipe):
-    envs = DiffusionDenoiseVectorEnv(2, model=pipe, prompts=PROMPTS, num_steps=2, reward="zero", kl_coef=1.0, render_mode="rgb_array")  # fmt: skip
+    envs = DiffusionDenoiseVectorEnv(
+        2,
+        model=pipe,
+        prompts=PROMPTS,
+        num_steps=2,
+        reward="zero",
+        kl_coef=1.0,
+        render_mode="rgb_array",
+    )
     envs.reset(seed=0)
     actions = np.zeros((2, *envs.single_action_space.shape), np.float32)
     with pytest.raises(ValueError, match="set_policy_log_prob"):
@@ -371,8 +401,80 @@ def test_vector_kl_penalty_and_render(pipe):
     envs.set_policy_log_prob([base, base + 2.0])
     _, rewards, _, _, info = envs.step(actions)
     assert rewards[0] == pytest.approx(0.0, abs=1e-9) and rewards[1] < 0
+    assert info["kl"][1] == pytest.approx(math.expm1(-2.0) + 2.0, rel=1e-6)
     frames = envs.render()
     assert len(frames) == 2 and frames[0].shape == (16, 16, 3) and frames[0].dtype == np.uint8
+
+
+# --------------------------------------------------------------------------------------------
+# SB3 and Tianshou adapters
+
+
+def test_sb3_vec_env_adapter_and_ppo(pipe):
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.sb3_denoise import SB3DenoiseConfig, main, make_sb3_vec_env
+
+    venv = make_sb3_vec_env(2, model=pipe, prompts=PROMPTS, num_steps=2, reward="colourfulness")
+    venv.seed(3)
+    obs = venv.reset()
+    assert obs["latent"].shape == (2, 4, 8, 8)
+    actions = np.zeros((2, 4, 8, 8), np.float32)
+    venv.step(actions)
+    obs, rewards, dones, infos = venv.step(actions)
+    assert dones.all() and (rewards > 0).all()
+    assert infos[0]["terminal_observation"]["timestep"][0] == 0.0  # x_0 of the finished episode
+    assert "terminal_reward" in infos[0] and obs["timestep"][0, 0] > 0  # already the next episode
+    monitored = VecMonitor(venv)
+    monitored.reset()
+    cfg = SB3DenoiseConfig(
+        num_steps=2,
+        num_envs=2,
+        total_timesteps=8,
+        batch_size=4,
+        n_epochs=1,
+        eval_episodes=2,
+        save=False,
+        progress=False,
+        env_kwargs={"model": pipe, "prompts": PROMPTS},
+    )
+    result = main(cfg)
+    assert np.isfinite(result["eval"]["reward_before"]) and np.isfinite(
+        result["eval"]["reward_after"]
+    )
+
+
+def test_tianshou_vector_env_adapter_and_ppo(pipe):
+    from agents.tianshou_denoise import TianshouDenoiseConfig, main, make_tianshou_vector_env
+
+    envs = make_tianshou_vector_env(3, model=pipe, prompts=PROMPTS, num_steps=2, reward="zero")
+    assert len(envs) == 3 and envs.action_space[0].shape == (4, 8, 8)
+    envs.seed(0)
+    obs, infos = envs.reset()
+    assert obs.latent.shape == (3, 4, 8, 8) and infos[2]["env_id"] == 2
+    actions = np.zeros((2, 4, 8, 8), np.float32)
+    obs, rewards, terminated, _, infos = envs.step(actions, id=[0, 2])  # a subset of the envs
+    assert obs.latent.shape == (2, 4, 8, 8) and [i["env_id"] for i in infos] == [0, 2]
+    assert rewards.shape == terminated.shape == (2,)
+    _, _, terminated, _, _ = envs.step(actions, id=[0, 2])
+    assert terminated.all()
+    with pytest.raises(RuntimeError, match="not mid-episode"):
+        envs.step(actions, id=[0, 1])
+    envs.reset(env_id=[0, 2])
+    cfg = TianshouDenoiseConfig(
+        num_steps=2,
+        num_envs=2,
+        epochs=1,
+        epoch_num_steps=8,
+        collection_step_num_env_steps=4,
+        batch_size=4,
+        eval_episodes=2,
+        save=False,
+        progress=False,
+        env_kwargs={"model": pipe, "prompts": PROMPTS},
+    )
+    result = main(cfg)
+    assert np.isfinite(result["eval"]["reward_after"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,6 +493,10 @@ def test_prompt_sets(pipe, tmp_path):
     world = make(pipe, prompts="world:heldout")
     prompt = world.reset(seed=0)[1]["prompt"]
     assert (prompt == world.reset(seed=0)[1]["prompt"] and "," in prompt) or " " in prompt
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"prompt": "not a list"}')
+    with pytest.raises(ValueError, match="not a list"):
+        make(pipe, prompts=bad)
     fixed = make(pipe, prompts=lambda rng: "three green squares")
     assert fixed.reset()[1]["prompt"] == "three green squares"
     _, info = fixed.reset(options={"prompt": "one red circle"})
@@ -433,7 +539,9 @@ def test_bad_actions_raise_clear_errors_and_leave_state_intact(pipe, action, err
     with pytest.raises(error, match=match):
         env.step(action)
     assert env.unwrapped.core.step_index[0] == 0
-    np.testing.assert_array_equal(env.unwrapped.core.observation(np.zeros(1, int))["latent"][0], obs["latent"])  # fmt: skip
+    np.testing.assert_array_equal(
+        env.unwrapped.core.observation(np.zeros(1, int))["latent"][0], obs["latent"]
+    )
     env.step(np.zeros((4, 8, 8), np.float64))  # float64 is fine
 
 
@@ -457,6 +565,8 @@ def test_bad_vector_actions(pipe):
         ({"kl_coef": -1.0}, ValueError, "kl_coef"),
         ({"render_mode": "human"}, ValueError, "render_mode"),
         ({"reward": 42}, TypeError, "reward must be"),
+        ({"prompts": ["a red circle", 7]}, TypeError, "Prompt 1 .* not a str"),
+        ({"negative_prompt": 3}, TypeError, "negative_prompt"),
     ],
 )
 def test_bad_constructor_arguments(pipe, kwargs, error, match):
@@ -490,7 +600,8 @@ def test_world_model_is_the_default():
         pytest.skip("the world's text-to-image weights are not trained yet")
     env = gym.make(ENV_ID, num_steps=2)
     obs, info = env.reset(seed=0)
-    assert obs["latent"].shape == (4, 16, 16) and isinstance(info["prompt"], str)
+    assert obs["latent"].shape == env.action_space.shape and obs["latent"].shape[1:] == (16, 16)
+    assert isinstance(info["prompt"], str)
     _, _, _, _, info = env.step(env.action_space.sample())
     _, reward, terminated, _, info = env.step(env.action_space.sample())
     assert terminated and info["image"].shape == (64, 64, 3) and np.isfinite(reward)

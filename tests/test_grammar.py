@@ -74,7 +74,9 @@ def test_text_grammar_sets_and_rendering() -> None:
 def test_round_trips() -> None:
     for g in [load_grammar("default"), load_grammar("tiny"), Grammar.from_text(TEXT)]:
         again = Grammar.from_dict(json.loads(json.dumps(g.to_dict())))
-        assert [again.render(c) for c in again.all_coords()] == [g.render(c) for c in g.all_coords()]  # fmt: skip
+        assert [again.render(c) for c in again.all_coords()] == [
+            g.render(c) for c in g.all_coords()
+        ]
     g = Grammar.from_text(TEXT)
     assert Grammar.from_text(g.to_text()).render((1, 1, 1)) == g.render((1, 1, 1))
 
@@ -92,7 +94,9 @@ def test_load_grammar_from_files(tmp_path) -> None:
     (tmp_path / "g.json").write_text(json.dumps(load_grammar("tiny").to_dict()))
     assert load_grammar(str(tmp_path / "g.txt")).shape == (2, 3, 3)
     assert load_grammar(tmp_path / "g.json").n_states == 18
-    assert load_grammar({"slots": {"A": ["x", "y"]}, "rules": {"S": "the A"}}).render((1,)) == "the y"  # fmt: skip
+    assert (
+        load_grammar({"slots": {"A": ["x", "y"]}, "rules": {"S": "the A"}}).render((1,)) == "the y"
+    )
 
 
 def test_world_grammar_options() -> None:

@@ -9,10 +9,21 @@ from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 from diffenvs.logprob import (
     gaussian_log_prob,
     k3_kl,
+    noise_log_prob,
     previous_timestep,
     step_distribution,
     step_log_prob,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # Tiny models run fastest on one thread, and two threads thrash when the cores are busy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 SD_CONFIG = dict(
     num_train_timesteps=1000,
@@ -33,7 +44,11 @@ def _ddpm(**kwargs) -> DDPMScheduler:
 
 def _tensors(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)  # fmt: skip
+    return (
+        torch.randn(SHAPE, generator=g),
+        torch.randn(SHAPE, generator=g),
+        torch.randn(SHAPE, generator=g),
+    )
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
@@ -84,7 +99,9 @@ def test_log_prob_is_the_summed_diagonal_gaussian():
     dist = step_distribution(sched, out, t, x, eta=1.0)
     std = dist.std[0]
     ref = torch.distributions.Normal(dist.mean, std).log_prob(prev).sum((1, 2, 3))
-    torch.testing.assert_close(step_log_prob(sched, out, t, x, prev, eta=1.0), ref, rtol=1e-5, atol=1e-3)  # fmt: skip
+    torch.testing.assert_close(
+        step_log_prob(sched, out, t, x, prev, eta=1.0), ref, rtol=1e-5, atol=1e-3
+    )
     # Scored at its own sample, the log-prob is the standard-normal density of the noise over std.
     noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
     d = math.prod(SHAPE[1:])
@@ -100,7 +117,12 @@ def test_per_sample_timesteps_equal_separate_calls(cls):
     out, x, prev = _tensors()
     ts = sched.timesteps[[0, 2, 5]]
     mixed = step_log_prob(sched, out, ts, x, prev)
-    single = torch.cat([step_log_prob(sched, out[i : i + 1], ts[i], x[i : i + 1], prev[i : i + 1]) for i in range(3)])  # fmt: skip
+    single = torch.cat(
+        [
+            step_log_prob(sched, out[i : i + 1], ts[i], x[i : i + 1], prev[i : i + 1])
+            for i in range(3)
+        ]
+    )
     torch.testing.assert_close(mixed, single)
     prev_t = previous_timestep(sched, ts)
     assert prev_t.shape == (3,) and int(prev_t[-1]) < 0
@@ -117,7 +139,7 @@ def test_log_prob_is_differentiable_in_the_model_output():
 
 
 def test_clear_errors():
-    out, x, prev = _tensors()
+    out, x, _ = _tensors()
     ddim = DDIMScheduler(**SD_CONFIG)
     with pytest.raises(ValueError, match="set_timesteps"):
         step_distribution(ddim, out, 999, x)
@@ -128,7 +150,9 @@ def test_clear_errors():
         step_distribution(ddim, out, torch.tensor([1, 2]), x)
     with pytest.raises(ValueError, match="shape"):
         step_distribution(ddim, out[:, :2], ddim.timesteps[0], x)
-    euler = EulerDiscreteScheduler(**{k: v for k, v in SD_CONFIG.items() if k not in ("clip_sample", "set_alpha_to_one")})  # fmt: skip
+    euler = EulerDiscreteScheduler(
+        **{k: v for k, v in SD_CONFIG.items() if k not in ("clip_sample", "set_alpha_to_one")}
+    )
     euler.set_timesteps(4)
     with pytest.raises(ValueError, match="DDIMScheduler"):
         step_distribution(euler, out, euler.timesteps[0], x)
@@ -153,3 +177,14 @@ def test_k3_is_a_nonnegative_unbiased_kl_estimate():
 def test_gaussian_log_prob_shape_errors():
     with pytest.raises(ValueError, match="shape"):
         gaussian_log_prob(torch.zeros(2, 3), torch.zeros(2, 4), torch.ones(2))
+
+
+def test_noise_log_prob_equals_the_latent_log_prob():
+    sched = DDIMScheduler(**SD_CONFIG)
+    sched.set_timesteps(5)
+    out, x, noise = _tensors(4)
+    dist = step_distribution(sched, out, sched.timesteps[2], x)
+    torch.testing.assert_close(
+        noise_log_prob(noise, dist.std), dist.log_prob(dist.sample(noise)), rtol=1e-5, atol=1e-2
+    )
+    assert torch.equal(noise_log_prob(noise, torch.zeros(3)), torch.zeros(3))

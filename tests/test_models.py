@@ -257,8 +257,10 @@ def test_unreachable_hub_without_offline_flag_uses_the_cache_at_once(
 def test_world_is_the_default():
     if not (models.world_pipeline_path() / "model_index.json").is_file():
         pytest.skip("the world's weights are not trained yet")
+    from diffenvs.world.t2i import LATENT_CHANNELS
+
     pipe = load_pipeline()
-    assert pipe.unet.config.in_channels == 4
+    assert pipe.unet.config.in_channels == LATENT_CHANNELS
     assert load_clip().name == "world"
 
 

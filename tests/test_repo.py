@@ -28,7 +28,9 @@ def test_ruff_lint_is_clean():
 
 
 def test_ruff_format_is_clean():
-    result = subprocess.run([_tool("ruff"), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [_tool("ruff"), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -65,7 +65,7 @@ def test_schedules() -> None:
 
 
 def test_save_and_resume(tmp_path) -> None:
-    base = {**FAST, "save": True, "output_dir": str(tmp_path), "run_name": "run", "grammar": "tiny"}  # fmt: skip
+    base = {**FAST, "save": True, "output_dir": str(tmp_path), "run_name": "run", "grammar": "tiny"}
     first = main(TabularConfig(**base, episodes=30, eval_episodes=3))
     ckpt = tmp_path / "run" / "q_table.safetensors"
     saved = load_tensors(ckpt)
@@ -75,17 +75,43 @@ def test_save_and_resume(tmp_path) -> None:
     assert [r["episode"] for r in second["train"]] == list(range(30, 50))
     with (tmp_path / "run" / "progress.csv").open() as f:
         assert [int(r["episode"]) for r in csv.DictReader(f)] == list(range(50))
+    import torch
+
+    from diffenvs.io import save_tensors
+
+    save_tensors({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="not a tabular-agent checkpoint"):
+        main(TabularConfig(**base, episodes=1, resume=str(tmp_path / "other.safetensors")))
+    (tmp_path / "corrupt.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="corrupt"):
+        main(TabularConfig(**base, episodes=1, resume=str(tmp_path / "corrupt.safetensors")))
     with pytest.raises(ValueError, match="same grammar"):
         main(TabularConfig(**{**base, "grammar": "default"}, episodes=1, resume=str(ckpt)))
 
 
 def test_statistics_table_columns() -> None:
     records = [
-        {"distances": [3, 2, 1, 0], "success": True, "length": 3, "return": 1.0,
-         "fine_start": 1, "fine_end": 3, "scene_start": False, "scene_end": True},
-        {"distances": [2, 3, 4], "success": False, "length": 2, "return": -4.0,
-         "fine_start": 2, "fine_end": 1, "scene_start": True, "scene_end": True},
-    ]  # fmt: skip
+        {
+            "distances": [3, 2, 1, 0],
+            "success": True,
+            "length": 3,
+            "return": 1.0,
+            "fine_start": 1,
+            "fine_end": 3,
+            "scene_start": False,
+            "scene_end": True,
+        },
+        {
+            "distances": [2, 3, 4],
+            "success": False,
+            "length": 2,
+            "return": -4.0,
+            "fine_start": 2,
+            "fine_end": 1,
+            "scene_start": True,
+            "scene_end": True,
+        },
+    ]
     s = episode_statistics(records)
     assert s["D_f"] == 2.0 and s["D_max"] == 3.5 and s["D_min"] == 1.0
     assert s["conv"] == 0.5 and s["fine_gain"] == 0.5 and s["coarse_gain"] == 0.5
@@ -93,7 +119,9 @@ def test_statistics_table_columns() -> None:
 
 
 def test_cli_and_bad_config() -> None:
-    parsed = tyro.cli(TabularConfig, args=["--algo", "sarsa", "--epsilon", "0.01", "--target", "1,2,3,4"])  # fmt: skip
+    parsed = tyro.cli(
+        TabularConfig, args=["--algo", "sarsa", "--epsilon", "0.01", "--target", "1,2,3,4"]
+    )
     assert parsed.algo == "sarsa" and parsed.epsilon == 0.01 and parsed.target == "1,2,3,4"
     with pytest.raises(ValueError, match=r"epsilon=1.5 must lie in \[0, 1\]"):
         main(cfg(epsilon=1.5))
@@ -101,3 +129,51 @@ def test_cli_and_bad_config() -> None:
         main(cfg(grammar="tiny", env_kwargs={"observation": "image"}, episodes=1))
     with pytest.raises(ValueError, match="outside the grid"):
         main(cfg(target="9,9,9,9", episodes=1))
+
+
+def test_sb3_dqn_adapter_runs(tmp_path) -> None:
+    from agents.sb3_grammar import SB3GrammarConfig
+    from agents.sb3_grammar import main as sb3_main
+
+    out = sb3_main(
+        SB3GrammarConfig(
+            grammar="tiny",
+            model="renderer",
+            detector="exact",
+            total_timesteps=1_200,
+            eval_episodes=3,
+            output_dir=str(tmp_path),
+            progress=False,
+        )
+    )
+    assert 0.0 <= out["eval"]["success_rate"] <= 1.0
+    assert set(load_tensors(tmp_path / "dqn_multi_semantic_seed0" / "policy.safetensors"))
+
+
+@pytest.mark.slow  # Tianshou JIT-compiles its replay buffer with numba (~10 s) on first use
+def test_tianshou_dqn_adapter_runs() -> None:
+    from agents.tianshou_grammar import TianshouGrammarConfig
+    from agents.tianshou_grammar import main as ts_main
+
+    out = ts_main(
+        TianshouGrammarConfig(
+            grammar="tiny",
+            model="renderer",
+            detector="exact",
+            num_train_envs=2,
+            epochs=1,
+            epoch_num_steps=400,
+            max_episode_steps=20,
+            test_episodes=2,
+            eval_episodes=3,
+            save=False,
+            progress=False,
+        )
+    )
+    assert 0.0 <= out["eval"]["success_rate"] <= 1.0
+    with pytest.raises(ValueError, match="one-hot encodes MultiDiscrete"):
+        ts_main(
+            TianshouGrammarConfig(
+                grammar="tiny", model="renderer", detector="exact", observation="image", save=False
+            )
+        )

@@ -29,8 +29,16 @@ def test_pipeline_loads_with_plain_diffusers_and_is_deterministic():
     pipe = StableDiffusionPipeline.from_pretrained(str(world_pipeline_path()))
     pipe.set_progress_bar_config(disable=True)
     kwargs = dict(num_inference_steps=4, output_type="np", guidance_scale=4.0)
-    a = pipe("one large red circle in the middle of a grass field", generator=torch.Generator().manual_seed(0), **kwargs).images  # fmt: skip
-    b = pipe("one large red circle in the middle of a grass field", generator=torch.Generator().manual_seed(0), **kwargs).images  # fmt: skip
+    a = pipe(
+        "one large red circle in the middle of a grass field",
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    ).images
+    b = pipe(
+        "one large red circle in the middle of a grass field",
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    ).images
     assert a.shape == (1, 64, 64, 3)
     np.testing.assert_array_equal(a, b)
 

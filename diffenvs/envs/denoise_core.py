@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from diffenvs.envs.denoise_prompts import make_prompt_source
-from diffenvs.logprob import gaussian_log_prob, k3_kl, previous_timestep, step_distribution
+from diffenvs.logprob import (
+    distribution_from_coefficients,
+    gaussian_log_prob,
+    k3_kl,
+    noise_log_prob,
+    previous_timestep,
+    step_coefficients,
+)
 from diffenvs.rewards import Reward, Standardised, make_reward
 
 ACTION_MODES = ("noise", "latent")
@@ -31,7 +38,14 @@ _PIPELINES_LOCK = threading.Lock()
 _EMBED_CACHE_SIZE = 1024
 
 
-def resolve_pipeline(model: Any, device: str | torch.device | None, dtype: torch.dtype | None) -> Any:
+def as_numpy(tensor: torch.Tensor, dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """A fresh numpy copy: never a view of the env's internal state, which changes every step."""
+    return tensor.detach().to("cpu", dtype).numpy().copy()
+
+
+def resolve_pipeline(
+    model: Any, device: str | torch.device | None, dtype: torch.dtype | None
+) -> Any:
     """A loaded pipeline from a name/path (cached, so SyncVectorEnv copies share weights) or as is."""
     from diffenvs.models import load_pipeline
 
@@ -43,7 +57,11 @@ def resolve_pipeline(model: Any, device: str | torch.device | None, dtype: torch
             if key not in _PIPELINES:
                 _PIPELINES[key] = load_pipeline(model, device=dev, dtype=dt)
             return _PIPELINES[key]
-    missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not hasattr(model, c)]  # fmt: skip
+    missing = [
+        c
+        for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+        if not hasattr(model, c)
+    ]
     if missing:
         raise TypeError(
             f"model must be 'world', a pipeline folder, a hub id, or a loaded Stable-Diffusion-layout "
@@ -69,7 +87,7 @@ def build_scheduler(spec: Any, pipe: Any) -> Any:
     return cls.from_config(pipe.scheduler.config)
 
 
-def _coerce_latents(
+def coerce_latents(
     value: Any, shape: tuple[int, ...], what: str, check_finite: bool = True
 ) -> torch.Tensor:
     """A float tensor of exactly ``shape`` with only finite values, or a clear error about ``what``."""
@@ -81,7 +99,9 @@ def _coerce_latents(
         try:
             array = np.asarray(value)
         except Exception as err:
-            raise TypeError(f"{what} must be a float array of shape {shape}; got {type(value).__name__}.") from err  # fmt: skip
+            raise TypeError(
+                f"{what} must be a float array of shape {shape}; got {type(value).__name__}."
+            ) from err
         kind, dtype_name = array.dtype.kind, str(array.dtype)
         tensor = torch.from_numpy(array.astype(np.float32, copy=False)) if kind == "f" else None
     if kind != "f":
@@ -129,15 +149,23 @@ class DenoiseCore:
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
         if action_mode not in ACTION_MODES:
-            raise ValueError(f"Unknown action_mode {action_mode!r}; use one of {list(ACTION_MODES)}.")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
+            raise ValueError(
+                f"Unknown action_mode {action_mode!r}; use one of {list(ACTION_MODES)}."
+            )
+        if (
+            isinstance(num_steps, bool)
+            or not isinstance(num_steps, int | np.integer)
+            or num_steps < 1
+        ):
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
         if not np.isfinite(kl_coef) or kl_coef < 0:
             raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}.")
         if not np.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be finite, got {guidance_scale}.")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise TypeError(f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}.")  # fmt: skip
+            raise TypeError(
+                f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}."
+            )
         self.num_envs, self.action_mode = int(num_envs), action_mode
         self.prompt_source = make_prompt_source(prompts)
         self.pipe = resolve_pipeline(model, device, dtype)
@@ -155,6 +183,13 @@ class DenoiseCore:
         self.timesteps = self.scheduler.timesteps.to(self.device).long()
         self.num_steps = len(self.timesteps)
         self.prev_timesteps = previous_timestep(self.scheduler, self.timesteps)
+        # The step Gaussians' coefficients depend only on the schedule: computed once, indexed.
+        self.coeffs = step_coefficients(
+            self.scheduler,
+            self.timesteps.cpu(),
+            eta=self.eta,
+            prev_timestep=self.prev_timesteps.cpu(),
+        ).to(self.device)
         self._t_list = [int(t) for t in self.timesteps]
         self.guidance_scale = float(guidance_scale)
         self.negative_prompt = negative_prompt
@@ -184,12 +219,16 @@ class DenoiseCore:
             self.embed_shape = tuple(probe.shape[1:])
             self.negative_embeds = None
             if self.do_cfg:
-                _, neg = self.pipe.encode_prompt("", self.device, 1, True, negative_prompt=negative_prompt)  # fmt: skip
+                _, neg = self.pipe.encode_prompt(
+                    "", self.device, 1, True, negative_prompt=negative_prompt
+                )
                 self.negative_embeds = neg
             self.timestep_cond = None
             if unet.config.time_cond_proj_dim is not None:  # LCM-style guidance embedding
                 w = torch.tensor([self.guidance_scale - 1.0])
-                emb = self.pipe.get_guidance_scale_embedding(w, embedding_dim=unet.config.time_cond_proj_dim)  # fmt: skip
+                emb = self.pipe.get_guidance_scale_embedding(
+                    w, embedding_dim=unet.config.time_cond_proj_dim
+                )
                 self.timestep_cond = emb.to(device=self.device, dtype=self.dtype)
 
         n = self.num_envs
@@ -203,6 +242,22 @@ class DenoiseCore:
         self._std = torch.zeros(n, device=self.device, dtype=self.dtype)
 
     # ----------------------------------------------------------------------------------------
+    def _rows(self, ids: np.ndarray) -> slice | torch.Tensor:
+        """Index of slots ``ids`` into the state tensors (a plain slice when it is all of them)."""
+        if len(ids) == self.num_envs and (ids == np.arange(self.num_envs)).all():
+            return slice(None)
+        return torch.as_tensor(ids, device=self.device)
+
+    def _write(self, name: str, rows: slice | torch.Tensor, value: torch.Tensor) -> None:
+        # Replace whole state tensors instead of writing into them, so tensors handed out earlier
+        # (observations, infos) never change under the caller.
+        if isinstance(rows, slice):
+            setattr(self, name, value.to(getattr(self, name).dtype))
+        else:
+            new = getattr(self, name).clone()
+            new[rows] = value
+            setattr(self, name, new)
+
     def _encode(self, prompts: list[str]) -> torch.Tensor:
         with self._encode_lock:
             missing = list(dict.fromkeys(p for p in prompts if p not in self._embed_cache))
@@ -220,7 +275,9 @@ class DenoiseCore:
     def timestep_of(self, ids: np.ndarray) -> np.ndarray:
         """The timestep ``t`` of each slot's current latent (0 once the episode is over)."""
         k = self.step_index[ids]
-        return np.array([self._t_list[i] if 0 <= i < self.num_steps else 0 for i in k], dtype=np.float32)  # fmt: skip
+        return np.array(
+            [self._t_list[i] if 0 <= i < self.num_steps else 0 for i in k], dtype=np.float32
+        )
 
     def begin(
         self,
@@ -239,7 +296,7 @@ class DenoiseCore:
         ids = np.asarray(ids, dtype=np.int64)
         given_x = None
         if latents is not None:
-            given_x = _coerce_latents(latents, (len(ids), *self.latent_shape), "options['latents']")
+            given_x = coerce_latents(latents, (len(ids), *self.latent_shape), "options['latents']")
         chosen: list[str] = []
         for j in range(len(ids)):
             given = None if prompts is None else prompts[j]
@@ -250,24 +307,28 @@ class DenoiseCore:
             if seeds[j] is not None:
                 self.generators[i] = torch.Generator().manual_seed(int(seeds[j]))
             elif self.generators[i] is None:
-                self.generators[i] = torch.Generator().manual_seed(int(rngs[j].integers(2**63 - 1)))  # fmt: skip
+                self.generators[i] = torch.Generator().manual_seed(int(rngs[j].integers(2**63 - 1)))
         if given_x is not None:
             x = given_x
         else:
             # Drawn from a CPU generator (as diffusers does for a CPU generator), then moved.
-            x = torch.stack([torch.randn(self.latent_shape, generator=self.generators[i]) for i in ids])  # fmt: skip
+            x = torch.stack(
+                [torch.randn(self.latent_shape, generator=self.generators[i]) for i in ids]
+            )
         x = x.to(self.device, self.dtype) * self.scheduler.init_noise_sigma
         with torch.no_grad():
             emb = self._encode(chosen)
-        idx = torch.as_tensor(ids, device=self.device)
-        self.latents[idx] = x
-        self.embeds[idx] = emb
+        rows = self._rows(ids)
+        self._write("latents", rows, x)
+        self._write("embeds", rows, emb)
         self.step_index[ids] = 0
         for j, i in enumerate(ids):
             self.prompts[i] = chosen[j]
 
     @torch.no_grad()
-    def model_output(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    def model_output(
+        self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor
+    ) -> torch.Tensor:
         """The guided UNet output for a batch, exactly as StableDiffusionPipeline computes it."""
         b = latents.shape[0]
         # One shared timestep → a 0-d tensor, as the pipeline passes it.
@@ -278,7 +339,9 @@ class DenoiseCore:
             emb = torch.cat([self.negative_embeds.expand(b, -1, -1), embeds])
             t_in = t_in if t_in.ndim == 0 else torch.cat([t_in, t_in])
         cond = None if self.timestep_cond is None else self.timestep_cond.expand(x.shape[0], -1)
-        out = self.pipe.unet(x, t_in, encoder_hidden_states=emb, timestep_cond=cond, return_dict=False)[0]  # fmt: skip
+        out = self.pipe.unet(
+            x, t_in, encoder_hidden_states=emb, timestep_cond=cond, return_dict=False
+        )[0]
         if self.do_cfg:
             uncond, text = out.chunk(2)
             out = uncond + self.guidance_scale * (text - uncond)
@@ -291,29 +354,30 @@ class DenoiseCore:
             return
         if bool((self.step_index[ids] < 0).any() or (self.step_index[ids] >= self.num_steps).any()):
             raise RuntimeError(f"Slots {ids.tolist()} are not mid-episode; reset them first.")
-        idx = torch.as_tensor(ids, device=self.device)
+        rows = self._rows(ids)
         k = torch.as_tensor(self.step_index[ids], device=self.device)
-        t, prev_t = self.timesteps[k], self.prev_timesteps[k]
-        x = self.latents[idx]
-        out = self.model_output(x, t, self.embeds[idx])
+        x = self.latents[rows]
+        out = self.model_output(x, self.timesteps[k], self.embeds[rows])
         with torch.no_grad():
-            dist = step_distribution(self.scheduler, out, t, x, eta=self.eta, prev_timestep=prev_t)
-        self._mean[idx], self._std[idx], self._x0[idx] = dist.mean, dist.std, dist.pred_original_sample  # fmt: skip
+            dist = distribution_from_coefficients(self.coeffs[k], out, x)
+        self._write("_mean", rows, dist.mean)
+        self._write("_std", rows, dist.std)
+        self._write("_x0", rows, dist.pred_original_sample)
 
     def observation(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Batched observations of ``ids`` as fresh float32 numpy arrays."""
         ids = np.asarray(ids, dtype=np.int64)
-        idx = torch.as_tensor(ids, device=self.device)
+        rows = self._rows(ids)
         return {
-            "latent": self.latents[idx].float().cpu().numpy(),
+            "latent": as_numpy(self.latents[rows]),
             "timestep": self.timestep_of(ids)[:, None],
-            "prompt_embeds": self.embeds[idx].float().cpu().numpy(),
+            "prompt_embeds": as_numpy(self.embeds[rows]),
         }
 
     def pending(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean, std, predicted x_0) of the next action for ``ids``."""
-        idx = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.device)
-        return self._mean[idx], self._std[idx], self._x0[idx]
+        rows = self._rows(np.asarray(ids, dtype=np.int64))
+        return self._mean[rows], self._std[rows], self._x0[rows]
 
     def coerce_actions(self, actions: Any, n: int, rows: np.ndarray | None = None) -> torch.Tensor:
         """Validated actions (n, C, h, w) on the model's device (n = 0: one unbatched action).
@@ -322,7 +386,7 @@ class DenoiseCore:
         """
         what = "Noise action" if self.action_mode == "noise" else "Latent action (x_{t-1})"
         shape = (n, *self.latent_shape) if n > 0 else self.latent_shape
-        x = _coerce_latents(actions, shape, what, check_finite=rows is None)
+        x = coerce_latents(actions, shape, what, check_finite=rows is None)
         x = x.reshape(-1, *self.latent_shape)
         if rows is not None and len(rows):
             require_finite(x[torch.as_tensor(rows)], what)
@@ -340,22 +404,20 @@ class DenoiseCore:
         if self.action_mode == "noise":
             prev = torch.where(std4 > 0, mean + std4 * actions, mean)
             noise = actions
+            log_prob = noise_log_prob(noise, std)  # exact for x_{t-1} = mean + std * noise
         else:
             prev = actions
-            safe = torch.where(std4 > 0, std4, torch.ones_like(std4))
-            noise = torch.where(std4 > 0, (prev - mean) / safe, torch.zeros_like(prev))
-        log_prob = gaussian_log_prob(prev, mean, std)
+            log_prob = gaussian_log_prob(prev, mean, std)
         kl = None
         if policy_log_prob is not None:
-            # Compare in the action's own space (noise space: the base is N(0, I)).
-            if self.action_mode == "noise":
-                zero = torch.zeros_like(noise)
-                base_lp = gaussian_log_prob(noise, zero, torch.ones_like(std))
-            else:
-                base_lp = log_prob
+            # Compare in the action's own space: in noise space the base policy is N(0, I).
+            base_lp = (
+                noise_log_prob(noise, torch.ones_like(std))
+                if self.action_mode == "noise"
+                else log_prob
+            )
             kl = k3_kl(policy_log_prob.to(base_lp), base_lp)
-        idx = torch.as_tensor(ids, device=self.device)
-        self.latents[idx] = prev
+        self._write("latents", self._rows(ids), prev)
         self.step_index[ids] = k + 1
         return {
             "mean": mean,
@@ -380,7 +442,7 @@ class DenoiseCore:
     def finish(self, ids: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
         """Decode and score finished slots: (rewards (b,), details, uint8 images (b, H, W, 3))."""
         ids = np.asarray(ids, dtype=np.int64)
-        images = self.decode(self.latents[torch.as_tensor(ids, device=self.device)])
+        images = self.decode(self.latents[self._rows(ids)])
         out = self.reward.evaluate(images.float(), [self.prompts[i] for i in ids])
         uint8 = (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return out.rewards.detach(), out.details, uint8
@@ -389,8 +451,8 @@ class DenoiseCore:
     def preview(self, ids: np.ndarray) -> np.ndarray:
         """uint8 images of the base model's current x_0 prediction (final images when done)."""
         ids = np.asarray(ids, dtype=np.int64)
-        idx = torch.as_tensor(ids, device=self.device)
+        rows = self._rows(ids)
         done = torch.as_tensor(self.step_index[ids] >= self.num_steps, device=self.device)
-        z = torch.where(done.reshape(-1, 1, 1, 1), self.latents[idx], self._x0[idx])
+        z = torch.where(done.reshape(-1, 1, 1, 1), self.latents[rows], self._x0[rows])
         images = self.decode(z)
         return (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -36,7 +36,9 @@ class ListPrompts(PromptSource):
             )
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
-                raise TypeError(f"Prompt {i} of the prompt set ({origin}) is a {type(p).__name__}, not a str.")  # fmt: skip
+                raise TypeError(
+                    f"Prompt {i} of the prompt set ({origin}) is a {type(p).__name__}, not a str."
+                )
         self.prompts = prompts
         self.description = f"{len(prompts)} prompts from {origin}"
 
@@ -49,7 +51,9 @@ class WorldPrompts(PromptSource):
 
     def __init__(self, split: str = "train", modifier_prob: float = 0.45) -> None:
         if split not in WORLD_SPLITS:
-            raise ValueError(f"Unknown world prompt split {split!r}; use one of {list(WORLD_SPLITS)}, e.g. 'world:heldout'.")  # fmt: skip
+            raise ValueError(
+                f"Unknown world prompt split {split!r}; use one of {list(WORLD_SPLITS)}, e.g. 'world:heldout'."
+            )
         self.split, self.modifier_prob = split, modifier_prob
         self.description = f"world:{split}"
 
@@ -72,7 +76,9 @@ class CallablePrompts(PromptSource):
     def sample(self, rng: np.random.Generator) -> str:
         prompt = self.fn(rng)
         if not isinstance(prompt, str):
-            raise TypeError(f"The prompt function {self.description} returned a {type(prompt).__name__}, not a str.")  # fmt: skip
+            raise TypeError(
+                f"The prompt function {self.description} returned a {type(prompt).__name__}, not a str."
+            )
         return prompt
 
 
@@ -96,7 +102,11 @@ def read_prompt_file(path: str | Path) -> list[str]:
                     d = json.loads(line)
                     prompts.append(d["prompt"] if isinstance(d, dict) else d)
         else:
-            prompts = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]  # fmt: skip
+            prompts = [
+                ln.strip()
+                for ln in text.splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")
+            ]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(
             f"Could not read prompts from {path} ({type(err).__name__}: {err}). Use a .txt file with "

@@ -28,7 +28,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from diffenvs.envs.denoise_core import DenoiseCore
+from diffenvs.envs.denoise_core import DenoiseCore, as_numpy, coerce_latents
 from diffenvs.envs.diffusion_denoise import denoise_spaces, to_numpy_details
 
 _RESET_OPTIONS = ("prompts", "latents", "reset_mask")
@@ -66,12 +66,18 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self.num_steps = self.core.num_steps
         self.action_mode = self.core.action_mode
         self.render_mode = render_mode
-        self.metadata = {"render_modes": ["rgb_array"], "render_fps": 4, "autoreset_mode": self.autoreset_mode}  # fmt: skip
+        self.metadata = {
+            "render_modes": ["rgb_array"],
+            "render_fps": 4,
+            "autoreset_mode": self.autoreset_mode,
+        }
         obs_space, act_space = denoise_spaces(self.core, action_bound)
         self.single_observation_space, self.single_action_space = obs_space, act_space
         self.observation_space = batch_space(obs_space, self.num_envs)
         self.action_space = batch_space(act_space, self.num_envs)
-        self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(self.num_envs)]  # fmt: skip
+        self._rngs: list[np.random.Generator] = [
+            seeding.np_random(None)[0] for _ in range(self.num_envs)
+        ]
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)  # NEXT_STEP autoreset pending
         self._policy_log_prob: np.ndarray | None = None
         self._all = np.arange(self.num_envs)
@@ -85,12 +91,14 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         """The acting policy's log-prob of each env's next action, shape (num_envs,)."""
         value = np.asarray(log_prob, dtype=np.float64).reshape(-1)
         if value.shape != (self.num_envs,) or not np.isfinite(value).all():
-            raise ValueError(f"Policy log-probs must be {self.num_envs} finite numbers, got {value}.")
+            raise ValueError(
+                f"Policy log-probs must be {self.num_envs} finite numbers, got {value}."
+            )
         self._policy_log_prob = value
 
     def _reset_info(self, ids: np.ndarray) -> list[dict[str, Any]]:
         mean, std, _ = self.core.pending(ids)
-        mean_np, std_np = mean.float().cpu().numpy(), std.float().cpu().numpy()
+        mean_np, std_np = as_numpy(mean), as_numpy(std)
         timesteps = self.core.timestep_of(ids)
         return [
             {
@@ -121,7 +129,9 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         else:
             mask = np.asarray(mask)
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
-                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with at least one True.")  # fmt: skip
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with at least one True."
+                )
             ids = np.flatnonzero(mask)
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
@@ -130,78 +140,106 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         else:
             seeds = list(seed)
             if len(seeds) != self.num_envs:
-                raise ValueError(f"Got {len(seeds)} seeds for {self.num_envs} envs; pass one int or one seed per env.")  # fmt: skip
+                raise ValueError(
+                    f"Got {len(seeds)} seeds for {self.num_envs} envs; pass one int or one seed per env."
+                )
         prompts = options.get("prompts")
         if prompts is not None:
             prompts = [prompts] * self.num_envs if isinstance(prompts, str) else list(prompts)
             if len(prompts) != self.num_envs:
-                raise ValueError(f"options['prompts'] needs one prompt (or None) per env ({self.num_envs}), got {len(prompts)}.")  # fmt: skip
+                raise ValueError(
+                    f"options['prompts'] needs one prompt (or None) per env ({self.num_envs}), got {len(prompts)}."
+                )
             prompts = [prompts[i] for i in ids]
         latents = options.get("latents")
         if latents is not None:
-            latents = self.core.coerce_actions(latents, self.num_envs)[torch.as_tensor(ids)]
+            shape = (self.num_envs, *self.core.latent_shape)
+            latents = coerce_latents(latents, shape, "options['latents']")[torch.as_tensor(ids)]
         for i in ids:
             if seeds[i] is not None:
                 self._rngs[i] = seeding.np_random(seeds[i])[0]
-        self.core.begin(ids, [self._rngs[i] for i in ids], [seeds[i] for i in ids], prompts, latents)
+        self.core.begin(
+            ids, [self._rngs[i] for i in ids], [seeds[i] for i in ids], prompts, latents
+        )
         self.core.refresh(ids)
         self._needs_reset[ids] = False
         self._policy_log_prob = None
         infos = self._collect(dict(zip(ids.tolist(), self._reset_info(ids), strict=True)))
         return self.core.observation(self._all), infos
 
+    def _policy_lp(self, ids: np.ndarray) -> torch.Tensor | None:
+        if self.core.kl_coef == 0 or len(ids) == 0:
+            return None
+        if self._policy_log_prob is None:
+            raise ValueError(
+                "kl_coef > 0 needs the policy's log-prob of every action: call "
+                "envs.set_policy_log_prob(log_probs) before each step (see the docs)."
+            )
+        return torch.as_tensor(self._policy_log_prob[ids])
+
+    def _advance(
+        self, ids: np.ndarray, actions: torch.Tensor, policy_lp: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, Any]]]:
+        """Step slots ``ids`` and score those that finish: rewards (N,), terminated (N,), infos."""
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        per_env: dict[int, dict[str, Any]] = {}
+        if len(ids) == 0:
+            return rewards, terminated, per_env
+        res = self.core.advance(ids, actions, policy_lp)
+        mean_np, std_np = as_numpy(res["mean"]), as_numpy(res["std"])
+        log_prob = as_numpy(res["log_prob"], torch.float64)
+        kl = None if res["kl"] is None else as_numpy(res["kl"], torch.float64)
+        for j, i in enumerate(ids):
+            per_env[i] = {
+                "prompt": self.core.prompts[i],
+                "step": int(self.core.step_index[i]),
+                "timestep": int(res["timestep"][j]),
+                "mean": mean_np[j],
+                "std": float(std_np[j]),
+                "log_prob": float(log_prob[j]),
+            }
+            if kl is not None:
+                per_env[i]["kl"] = float(kl[j])
+                rewards[i] -= self.core.kl_coef * kl[j]
+        terminated[ids] = res["terminal"]
+        ending = np.flatnonzero(terminated)
+        if len(ending):
+            r, details, images = self.core.finish(ending)
+            r_np = as_numpy(r, torch.float64)
+            for j, i in enumerate(ending):
+                per_env[i]["terminal_reward"] = float(r_np[j])
+                per_env[i]["reward_details"] = to_numpy_details(details, j)
+                per_env[i]["image"] = images[j]
+                rewards[i] += r_np[j]
+        return rewards, terminated, per_env
+
+    def _add_next(self, ids: np.ndarray, per_env: dict[int, dict[str, Any]]) -> None:
+        if len(ids):
+            mean, std, _ = self.core.pending(ids)
+            mean_np, std_np = as_numpy(mean), as_numpy(std)
+            for j, i in enumerate(ids):
+                per_env[i]["next_mean"] = mean_np[j]
+                per_env[i]["next_std"] = float(std_np[j])
+
     def step(self, actions: Any):
         if (self.core.step_index < 0).any():
             raise RuntimeError("Call reset() before step().")
         resetting = self._needs_reset.copy()
-        actions_t = self.core.coerce_actions(actions, self.num_envs, rows=np.flatnonzero(~resetting))
+        active = np.flatnonzero(~resetting)
+        actions_t = self.core.coerce_actions(actions, self.num_envs, rows=active)
         done_now = self.core.step_index >= self.num_steps
         if self.autoreset_mode == AutoresetMode.DISABLED and (done_now & ~resetting).any():
             raise RuntimeError(
                 f"Envs {np.flatnonzero(done_now).tolist()} finished; with autoreset DISABLED reset "
                 "them with reset(options={'reset_mask': mask}) before stepping."
             )
-        active = np.flatnonzero(~resetting)
-        policy_lp = None
-        if self.core.kl_coef > 0 and len(active):
-            if self._policy_log_prob is None:
-                raise ValueError(
-                    "kl_coef > 0 needs the policy's log-prob of every action: call "
-                    "envs.set_policy_log_prob(log_probs) before each step (see the docs)."
-                )
-            policy_lp = torch.as_tensor(self._policy_log_prob[active])
+        policy_lp = self._policy_lp(active)
         self._policy_log_prob = None
-
-        rewards = np.zeros(self.num_envs, dtype=np.float64)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        per_env: dict[int, dict[str, Any]] = {}
-        if len(active):
-            res = self.core.advance(active, actions_t[torch.as_tensor(active)], policy_lp)
-            mean_np, std_np = res["mean"].float().cpu().numpy(), res["std"].float().cpu().numpy()
-            log_prob = res["log_prob"].double().cpu().numpy()
-            kl = None if res["kl"] is None else res["kl"].double().cpu().numpy()
-            for j, i in enumerate(active):
-                per_env[i] = {
-                    "prompt": self.core.prompts[i],
-                    "step": int(self.core.step_index[i]),
-                    "timestep": int(res["timestep"][j]),
-                    "mean": mean_np[j],
-                    "std": float(std_np[j]),
-                    "log_prob": float(log_prob[j]),
-                }
-                if kl is not None:
-                    per_env[i]["kl"] = float(kl[j])
-                    rewards[i] -= self.core.kl_coef * kl[j]
-            terminated[active] = res["terminal"]
+        rewards, terminated, per_env = self._advance(
+            active, actions_t[torch.as_tensor(active)], policy_lp
+        )
         ending = np.flatnonzero(terminated)
-        if len(ending):
-            r, details, images = self.core.finish(ending)
-            r_np = r.double().cpu().numpy()
-            for j, i in enumerate(ending):
-                per_env[i]["terminal_reward"] = float(r_np[j])
-                per_env[i]["reward_details"] = to_numpy_details(details, j)
-                per_env[i]["image"] = images[j]
-                rewards[i] += r_np[j]
 
         restart = np.flatnonzero(resetting)
         final_obs: dict[str, np.ndarray] = {}
@@ -212,12 +250,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             self.core.begin(restart, [self._rngs[i] for i in restart], [None] * len(restart))
         continuing = np.setdiff1d(active, ending)
         self.core.refresh(np.union1d(continuing, restart))  # one batched forward for all of them
-        if len(continuing):
-            mean, std, _ = self.core.pending(continuing)
-            mean_np, std_np = mean.float().cpu().numpy(), std.float().cpu().numpy()
-            for j, i in enumerate(continuing):
-                per_env[i]["next_mean"] = mean_np[j]
-                per_env[i]["next_std"] = float(std_np[j])
+        self._add_next(continuing, per_env)
         # Same layout as SyncVectorEnv: a restarted env reports its reset info; with SAME_STEP the
         # finished episode's last observation and info go to final_obs / final_info.
         top = dict(per_env)
@@ -228,13 +261,54 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         for i in sorted(top):
             if final_obs and i in ending_pos:
                 j = ending_pos[i]
-                final = {"final_obs": {k: v[j] for k, v in final_obs.items()}, "final_info": per_env[i]}  # fmt: skip
+                final = {
+                    "final_obs": {k: v[j] for k, v in final_obs.items()},
+                    "final_info": per_env[i],
+                }
                 infos = self._add_info(infos, final, i)
             infos = self._add_info(infos, top[i], i)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             self._needs_reset = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self.core.observation(self._all), rewards, terminated, truncated, infos
+
+    def step_envs(self, env_ids: Any, actions: Any):
+        """Step only ``env_ids`` (no autoreset), for frameworks that step subsets (Tianshou).
+
+        Returns observations, rewards, terminations and truncations of those envs (in that order)
+        and a list with one info dict per env.
+        """
+        ids = np.asarray(env_ids, dtype=np.int64).reshape(-1)
+        if (
+            len(ids) == 0
+            or len(np.unique(ids)) != len(ids)
+            or ids.min() < 0
+            or ids.max() >= self.num_envs
+        ):
+            raise ValueError(
+                f"env_ids must be distinct ids in 0..{self.num_envs - 1}, got {ids.tolist()}."
+            )
+        k = self.core.step_index[ids]
+        if ((k < 0) | (k >= self.num_steps)).any():
+            raise RuntimeError(
+                f"Envs {ids[(k < 0) | (k >= self.num_steps)].tolist()} are not mid-episode; reset them first."
+            )
+        actions_t = self.core.coerce_actions(actions, len(ids))
+        policy_lp = self._policy_lp(ids)
+        self._policy_log_prob = None
+        self._needs_reset[ids] = False
+        rewards, terminated, per_env = self._advance(ids, actions_t, policy_lp)
+        continuing = ids[~terminated[ids]]
+        self.core.refresh(continuing)
+        self._add_next(continuing, per_env)
+        truncated = np.zeros(len(ids), dtype=bool)
+        return (
+            self.core.observation(ids),
+            rewards[ids],
+            terminated[ids],
+            truncated,
+            [per_env[i] for i in ids],
+        )
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """One image per env: the decoded image once done, else the current x_0 prediction."""

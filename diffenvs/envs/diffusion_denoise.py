@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from copy import deepcopy
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
-from diffenvs.envs.denoise_core import DenoiseCore
+from diffenvs.envs.denoise_core import DenoiseCore, as_numpy
 
 _RESET_OPTIONS = ("prompt", "latents")
 
@@ -74,7 +74,7 @@ class DiffusionDenoiseEnv(gym.Env):
 
     ## Action space
 
-    ``Box(-action_bound, action_bound, (C, h, w), float32)`` with the latent's shape ((4, 16, 16)
+    ``Box(-action_bound, action_bound, (C, h, w), float32)`` with the latent's shape ((8, 16, 16)
     in the world, (4, 64, 64) for SD at 512 px); ``sample()`` draws standard-normal values. The
     bound (6 by default) is nominal, for agents that need finite bounds: any finite action is
     accepted. Two modes (``action_mode``):
@@ -132,7 +132,7 @@ class DiffusionDenoiseEnv(gym.Env):
     prompt from ``np_random``. ``reset(options={"prompt": ..., "latents": ...})`` fixes either.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -218,7 +218,7 @@ class DiffusionDenoiseEnv(gym.Env):
             "prompt": self.prompt,
             "step": 0,
             "timestep": int(self.core.timestep_of(self._ids)[0]),
-            "next_mean": mean[0].float().cpu().numpy(),
+            "next_mean": as_numpy(mean[0]),
             "next_std": float(std[0]),
         }
         return self._obs(), info
@@ -228,7 +228,9 @@ class DiffusionDenoiseEnv(gym.Env):
         if k < 0:
             raise RuntimeError("Call reset() before step().")
         if k >= self.num_steps:
-            raise RuntimeError(f"The episode ended after {self.num_steps} steps; call reset() to start a new one.")  # fmt: skip
+            raise RuntimeError(
+                f"The episode ended after {self.num_steps} steps; call reset() to start a new one."
+            )
         actions = self.core.coerce_actions(action, 0)
         policy_lp = None
         if self.core.kl_coef > 0:
@@ -246,7 +248,7 @@ class DiffusionDenoiseEnv(gym.Env):
             "prompt": self.prompt,
             "step": k + 1,
             "timestep": int(res["timestep"][0]),
-            "mean": res["mean"][0].float().cpu().numpy(),
+            "mean": as_numpy(res["mean"][0]),
             "std": float(res["std"][0]),
             "log_prob": float(res["log_prob"][0]),
         }
@@ -263,14 +265,16 @@ class DiffusionDenoiseEnv(gym.Env):
         else:
             self.core.refresh(self._ids)
             mean, std, _ = self.core.pending(self._ids)
-            info["next_mean"] = mean[0].float().cpu().numpy()
+            info["next_mean"] = as_numpy(mean[0])
             info["next_std"] = float(std[0])
         return self._obs(), float(reward), terminated, False, info
 
     def render(self) -> np.ndarray | None:
         """The decoded image once done; before that, the base model's current x_0 prediction."""
         if self.render_mode is None:
-            gym.logger.warn("render() called without render_mode; make the env with render_mode='rgb_array'.")  # fmt: skip
+            gym.logger.warn(
+                "render() called without render_mode; make the env with render_mode='rgb_array'."
+            )
             return None
         if self.core.step_index[0] < 0:
             raise RuntimeError("Call reset() before render().")

@@ -339,7 +339,7 @@ class GrammarGridEnv(gym.Env):
         return self._prompts[idx]
 
     def state_image(self, coords: Sequence[int]) -> np.ndarray:
-        """The (cached) image of grid state ``coords``, uint8 (H, W, 3)."""
+        """The (cached, read-only) image of grid state ``coords``, uint8 (H, W, 3)."""
         idx = self.grammar.index(coords)
         self._generate([idx])
         return self._image_store[self._prompt(idx)]
@@ -361,7 +361,9 @@ class GrammarGridEnv(gym.Env):
         else:
             imgs = list(self._generator.images(list(todo), [self.generation_seed] * len(todo)))
         for p, img in zip(todo, imgs, strict=True):
-            self._image_store[p] = np.ascontiguousarray(img, dtype=np.uint8)
+            img = np.array(img, dtype=np.uint8)
+            img.setflags(write=False)  # cached and shared: callers must not change it in place
+            self._image_store[p] = img
 
     def _perceive(self, indices: list[int]) -> None:
         """Fill the detector readings or CLIP embeddings of states, in one batch."""
@@ -448,7 +450,9 @@ class GrammarGridEnv(gym.Env):
                 else self.state_image(self.target)
             )
             with torch.no_grad():
-                self._target_embed = self._clip().encode_images(image[None]).cpu().numpy()[0]
+                self._target_embed = (
+                    self._clip().encode_images(np.array(image[None])).cpu().numpy()[0]
+                )
         self._reward_max = self._max_reward()
         # Per state: (reward, fine matches, scene match, distance); valid for this target only.
         self._landing: dict[int, tuple[float, int | None, bool | None, int]] = {}
@@ -677,7 +681,7 @@ def _as_uint8_image(image: Any) -> np.ndarray:
         if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
             arr = arr * 255.0
         arr = np.clip(arr, 0, 255).round().astype(np.uint8)
-    return arr
+    return np.array(arr)  # a writable copy: torch warns on read-only arrays from PIL
 
 
 def _as_64(image: np.ndarray) -> np.ndarray:

@@ -53,7 +53,9 @@ from diffenvs.rewards.models import (
 def _no_arg(cls, name: str):
     def factory(arg: str | None = None, **kwargs):
         if arg:
-            raise ValueError(f"Reward {name!r} takes no ':argument' (got {arg!r}); pass keyword arguments instead.")  # fmt: skip
+            raise ValueError(
+                f"Reward {name!r} takes no ':argument' (got {arg!r}); pass keyword arguments instead."
+            )
         return cls(**kwargs)
 
     return factory
@@ -63,23 +65,67 @@ def _with_arg(cls, key: str):
     def factory(arg: str | None = None, **kwargs):
         if arg is not None:
             if key in kwargs:
-                raise ValueError(f"{key!r} was given both after ':' ({arg!r}) and as a keyword argument.")  # fmt: skip
+                raise ValueError(
+                    f"{key!r} was given both after ':' ({arg!r}) and as a keyword argument."
+                )
             kwargs[key] = arg
         return cls(**kwargs)
 
     return factory
 
 
-register_reward("clip_score", _no_arg(ClipScore, "clip_score"), description="CLIP image-prompt cosine similarity", aliases=("clip", "clipscore"))  # fmt: skip
-register_reward("clip_image", _with_arg(ClipImageSimilarity, "target"), description="CLIP image-image cosine similarity to a target image", aliases=("clip_image_similarity",))  # fmt: skip
-register_reward("colourfulness", _no_arg(Colourfulness, "colourfulness"), description="vivid-pixel ratio x hue entropy (seed 004 App. A)", aliases=("colorfulness",))  # fmt: skip
-register_reward("target_rmse", _with_arg(TargetRMSE, "target"), description="-10 x adjusted RMSE to a target image (seed 004 Alg. 1)", aliases=("target_image",))  # fmt: skip
-register_reward("jpeg_compressibility", lambda arg=None, **kw: JpegSize(sign=-1.0, **({"quality": int(arg)} if arg else {}), **kw), description="minus JPEG size in kB", aliases=("compressibility",))  # fmt: skip
-register_reward("jpeg_incompressibility", lambda arg=None, **kw: JpegSize(sign=1.0, **({"quality": int(arg)} if arg else {}), **kw), description="JPEG size in kB", aliases=("incompressibility",))  # fmt: skip
-register_reward("aesthetic", _with_arg(AestheticScore, "weights"), description="LAION aesthetic MLP on CLIP embeddings", aliases=("aesthetic_score",))  # fmt: skip
-register_reward("oracle", _with_arg(OracleReward, "target"), description="world-oracle probability of the prompt's (or ':TEXT') attributes", aliases=("oracle_prompt", "semantic"))  # fmt: skip
-register_reward("pickscore", _with_arg(PickScoreReward, "model"), description="PickScore preference model")  # fmt: skip
-register_reward("zero", _no_arg(Zero, "zero"), description="always 0", aliases=("none",))  # fmt: skip
+register_reward(
+    "clip_score",
+    _no_arg(ClipScore, "clip_score"),
+    description="CLIP image-prompt cosine similarity",
+    aliases=("clip", "clipscore"),
+)
+register_reward(
+    "clip_image",
+    _with_arg(ClipImageSimilarity, "target"),
+    description="CLIP image-image cosine similarity to a target image",
+    aliases=("clip_image_similarity",),
+)
+register_reward(
+    "colourfulness",
+    _no_arg(Colourfulness, "colourfulness"),
+    description="vivid-pixel ratio x hue entropy (seed 004 App. A)",
+    aliases=("colorfulness",),
+)
+register_reward(
+    "target_rmse",
+    _with_arg(TargetRMSE, "target"),
+    description="-10 x adjusted RMSE to a target image (seed 004 Alg. 1)",
+    aliases=("target_image",),
+)
+register_reward(
+    "jpeg_compressibility",
+    lambda arg=None, **kw: JpegSize(sign=-1.0, **({"quality": int(arg)} if arg else {}), **kw),
+    description="minus JPEG size in kB",
+    aliases=("compressibility",),
+)
+register_reward(
+    "jpeg_incompressibility",
+    lambda arg=None, **kw: JpegSize(sign=1.0, **({"quality": int(arg)} if arg else {}), **kw),
+    description="JPEG size in kB",
+    aliases=("incompressibility",),
+)
+register_reward(
+    "aesthetic",
+    _with_arg(AestheticScore, "weights"),
+    description="LAION aesthetic MLP on CLIP embeddings",
+    aliases=("aesthetic_score",),
+)
+register_reward(
+    "oracle",
+    _with_arg(OracleReward, "target"),
+    description="world-oracle probability of the prompt's (or ':TEXT') attributes",
+    aliases=("oracle_prompt", "semantic"),
+)
+register_reward(
+    "pickscore", _with_arg(PickScoreReward, "model"), description="PickScore preference model"
+)
+register_reward("zero", _no_arg(Zero, "zero"), description="always 0", aliases=("none",))
 
 __all__ = [
     "AestheticScore",

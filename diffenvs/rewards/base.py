@@ -55,7 +55,9 @@ def _as_prompts(prompts: Sequence[str] | str | None, batch: int) -> list[str]:
         prompts = [prompts] * batch
     prompts = list(prompts)
     if len(prompts) != batch:
-        raise ValueError(f"Got {batch} images but {len(prompts)} prompts; pass one prompt per image.")
+        raise ValueError(
+            f"Got {batch} images but {len(prompts)} prompts; pass one prompt per image."
+        )
     return [str(p) for p in prompts]
 
 
@@ -79,14 +81,20 @@ class Reward:
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def evaluate(self, images: ImagesLike, prompts: Sequence[str] | str | None = None) -> RewardOutput:
+    def evaluate(
+        self, images: ImagesLike, prompts: Sequence[str] | str | None = None
+    ) -> RewardOutput:
         """Scores and details for a batch; raises if the reward is not one finite number per image."""
         x = as_images(images)
         if len(x) == 0:
             raise ValueError("Reward got an empty batch of images; pass at least one image.")
         out = self.compute(x, _as_prompts(prompts, len(x)))
         rewards, details = out if isinstance(out, tuple) else (out, {})
-        rewards = torch.as_tensor(rewards).reshape(-1) if not isinstance(rewards, torch.Tensor) else rewards  # fmt: skip
+        rewards = (
+            torch.as_tensor(rewards).reshape(-1)
+            if not isinstance(rewards, torch.Tensor)
+            else rewards
+        )
         if rewards.shape != (len(x),):
             raise ValueError(
                 f"Reward {self.name!r} returned shape {tuple(rewards.shape)} for {len(x)} images; a "
@@ -100,7 +108,9 @@ class Reward:
             )
         return RewardOutput(rewards.float(), dict(details))
 
-    def __call__(self, images: ImagesLike, prompts: Sequence[str] | str | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: ImagesLike, prompts: Sequence[str] | str | None = None
+    ) -> torch.Tensor:
         return self.evaluate(images, prompts).rewards
 
     def to(self, device: str | torch.device) -> Reward:
@@ -165,10 +175,13 @@ class Standardised(Reward):
         x = as_images(images)
         p = _as_prompts(prompts, len(x))
         if len(x) < 2:
-            raise ValueError("Standardised.fit needs at least 2 reference images to estimate a std.")
+            raise ValueError(
+                "Standardised.fit needs at least 2 reference images to estimate a std."
+            )
         with torch.no_grad():
+            chunks = range(0, len(x), batch_size)
             scores = torch.cat(
-                [reward(x[i : i + batch_size], p[i : i + batch_size]) for i in range(0, len(x), batch_size)]  # fmt: skip
+                [reward(x[i : i + batch_size], p[i : i + batch_size]) for i in chunks]
             )
         std = float(scores.std(unbiased=False))
         if std == 0:
@@ -240,7 +253,9 @@ def make_reward(spec: str | Reward | Callable[..., Any], **kwargs: Any) -> Rewar
         if callable(spec):
             kwargs.pop("device", None)
             if kwargs:
-                raise ValueError(f"Arguments {sorted(kwargs)} cannot be applied to a reward function.")
+                raise ValueError(
+                    f"Arguments {sorted(kwargs)} cannot be applied to a reward function."
+                )
             return FunctionReward(spec)
         raise TypeError(
             f"reward must be a name, a Reward or a callable(images, prompts); got {type(spec).__name__}."
@@ -258,5 +273,7 @@ def make_reward(spec: str | Reward | Callable[..., Any], **kwargs: Any) -> Rewar
     factory, _ = _REGISTRY[key]
     reward = factory(arg.strip() if sep else None, **kwargs)
     if not isinstance(reward, Reward):
-        raise TypeError(f"The factory registered for {key!r} returned {type(reward).__name__}, not a Reward.")
+        raise TypeError(
+            f"The factory registered for {key!r} returned {type(reward).__name__}, not a Reward."
+        )
     return reward

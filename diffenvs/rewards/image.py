@@ -45,7 +45,9 @@ class Colourfulness(Reward):
 
     name = "colourfulness"
 
-    def __init__(self, vivid_threshold: float = 10.0, n_hue_bins: int = 7, device: object = None) -> None:  # fmt: skip
+    def __init__(
+        self, vivid_threshold: float = 10.0, n_hue_bins: int = 7, device: object = None
+    ) -> None:
         if n_hue_bins < 1:
             raise ValueError(f"n_hue_bins must be >= 1, got {n_hue_bins}.")
         self.vivid_threshold = float(vivid_threshold)
@@ -78,7 +80,9 @@ class JpegSize(Reward):
 
     @torch.no_grad()
     def compute(self, images: torch.Tensor, prompts: list[str]):
-        arrays = (images.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        arrays = (
+            (images.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        )
         sizes = []
         for array in arrays:
             buffer = io.BytesIO()
@@ -107,7 +111,9 @@ def load_target_image(target: object = None) -> torch.Tensor:
     if isinstance(target, str | Path):
         path = Path(target).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"Target image {str(target)!r} does not exist; pass an image file path.")  # fmt: skip
+            raise FileNotFoundError(
+                f"Target image {str(target)!r} does not exist; pass an image file path."
+            )
         try:
             target = Image.open(path).convert("RGB")
         except Exception as err:
@@ -128,7 +134,9 @@ def load_target_image(target: object = None) -> torch.Tensor:
 
 def resize_like(target: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     if target.shape[-2:] != images.shape[-2:]:
-        target = F.interpolate(target, size=images.shape[-2:], mode="bilinear", antialias=True, align_corners=False)  # fmt: skip
+        target = F.interpolate(
+            target, size=images.shape[-2:], mode="bilinear", antialias=True, align_corners=False
+        )
     return target.to(images.device, images.dtype)
 
 
@@ -143,7 +151,14 @@ class TargetRMSE(Reward):
     name = "target_rmse"
     differentiable = True
 
-    def __init__(self, target: object = None, *, scale: float = 10.0, adjust: bool = True, device: object = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target: object = None,
+        *,
+        scale: float = 10.0,
+        adjust: bool = True,
+        device: object = None,
+    ) -> None:
         self.target = load_target_image(target)
         self.scale, self.adjust = float(scale), bool(adjust)
 

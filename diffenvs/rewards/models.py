@@ -70,7 +70,9 @@ class ClipImageSimilarity(Reward):
     name = "clip_image"
     differentiable = True
 
-    def __init__(self, target: object = None, *, clip: object = "world", device: object = None) -> None:  # fmt: skip
+    def __init__(
+        self, target: object = None, *, clip: object = "world", device: object = None
+    ) -> None:
         self.clip = resolve_clip(clip, device)
         with torch.no_grad():
             self.target_embedding = self.clip.encode_images(load_target_image(target))
@@ -95,7 +97,9 @@ class AestheticScore(Reward):
     name = "aesthetic"
     differentiable = True
 
-    def __init__(self, weights: object = None, *, clip: object = "world", device: object = None) -> None:  # fmt: skip
+    def __init__(
+        self, weights: object = None, *, clip: object = "world", device: object = None
+    ) -> None:
         from diffenvs.models import load_aesthetic
 
         if weights is None:
@@ -108,7 +112,12 @@ class AestheticScore(Reward):
         if isinstance(weights, torch.nn.Module):
             self.head = weights.to(self.clip.device).eval()
         else:
-            self.head = _shared("aesthetic", str(weights), device, lambda: load_aesthetic(str(weights), device=device or "cpu"))  # fmt: skip
+            self.head = _shared(
+                "aesthetic",
+                str(weights),
+                device,
+                lambda: load_aesthetic(str(weights), device=device or "cpu"),
+            )
         expected = getattr(self.head, "embed_dim", None)
         with torch.no_grad():
             width = self.clip.encode_images(torch.zeros(1, 3, 32, 32)).shape[-1]
@@ -179,7 +188,14 @@ class OracleReward(Reward):
     name = "oracle"
     differentiable = True
 
-    def __init__(self, target: str | None = None, *, soft: bool = True, oracle: object = None, device: object = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        soft: bool = True,
+        oracle: object = None,
+        device: object = None,
+    ) -> None:
         from diffenvs.models import load_oracle
 
         self.fixed = None
@@ -193,7 +209,9 @@ class OracleReward(Reward):
             self.name = f"oracle:{target}"
         if oracle is None or isinstance(oracle, str):
             path = None if oracle in (None, "world") else oracle
-            oracle = _shared("oracle", str(path), device, lambda: load_oracle(path, device=device or "cpu"))  # fmt: skip
+            oracle = _shared(
+                "oracle", str(path), device, lambda: load_oracle(path, device=device or "cpu")
+            )
         self.oracle = oracle.eval()
         self.soft = bool(soft)
 
@@ -201,10 +219,16 @@ class OracleReward(Reward):
         device = next(self.oracle.parameters()).device
         x = images.to(device)
         if x.shape[-2:] != (64, 64):  # the oracle reads the world's 64 x 64 images
-            x = F.interpolate(x, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(64, 64), mode="bilinear", antialias=True, align_corners=False
+            )
         logits = self.oracle(x)
         probs = {a: v.softmax(-1) for a, v in logits.items()}
-        targets = [self.fixed] * len(x) if self.fixed is not None else [parse_attribute_target(p) for p in prompts]  # fmt: skip
+        targets = (
+            [self.fixed] * len(x)
+            if self.fixed is not None
+            else [parse_attribute_target(p) for p in prompts]
+        )
         soft, hard, count = [], [], []
         for i, pairs in enumerate(targets):
             if not pairs:
@@ -213,7 +237,9 @@ class OracleReward(Reward):
             else:
                 p = torch.stack([probs[a][i, k] for a, k in pairs])
                 soft.append(p.mean())
-                hard.append(torch.stack([(logits[a][i].argmax() == k).float() for a, k in pairs]).mean())  # fmt: skip
+                hard.append(
+                    torch.stack([(logits[a][i].argmax() == k).float() for a, k in pairs]).mean()
+                )
             count.append(len(pairs))
         soft_t, hard_t = torch.stack(soft), torch.stack(hard).detach()
         details = {"accuracy": hard_t, "n_attributes": torch.tensor(count, device=device)}
@@ -234,7 +260,9 @@ class PickScoreReward(Reward):
         from diffenvs.models import PICKSCORE_MODEL, load_pickscore
 
         name = model or PICKSCORE_MODEL
-        self.model = _shared("pickscore", name, device, lambda: load_pickscore(name, device=device or "cpu"))  # fmt: skip
+        self.model = _shared(
+            "pickscore", name, device, lambda: load_pickscore(name, device=device or "cpu")
+        )
 
     def compute(self, images: torch.Tensor, prompts: list[str]):
         return self.model.score(images, prompts).float()

@@ -117,14 +117,18 @@ def prompt_following(oracle, scenes: list[Scene], images: np.ndarray) -> dict[st
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two embedding sets (FID's formula)."""
-    from scipy import linalg
+    """Fréchet distance between Gaussians fitted to two embedding sets (FID's formula).
 
+    tr(sqrt(S1 S2)) is computed as the trace of sqrt(S1^1/2 S2 S1^1/2), a symmetric PSD matrix, so
+    two eigendecompositions replace a general matrix square root.
+    """
+    a, b = a.astype(np.float64), b.astype(np.float64)
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    covmean = np.real(covmean)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
 
 
 def save_grid(images: np.ndarray, path: Path, cols: int, scale: int = 2) -> None:
@@ -135,27 +139,64 @@ def save_grid(images: np.ndarray, path: Path, cols: int, scale: int = 2) -> None
         r, c = divmod(i, cols)
         grid[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = im
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST).save(path)  # fmt: skip
+    Image.fromarray(grid).resize(
+        (grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST
+    ).save(path)
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch: int = 32) -> np.ndarray:  # fmt: skip
+def generate(
+    pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch: int = 32
+) -> np.ndarray:
     from diffenvs.generate import ImageGenerator
 
     gen = ImageGenerator(pipe, num_inference_steps=steps, guidance_scale=guidance, batch_size=batch)
-    out = [gen.images(prompts[i : i + batch], seeds[i : i + batch]) for i in tqdm(range(0, len(prompts), batch), desc=f"generate (cfg {guidance})")]  # fmt: skip
+    out = [
+        gen.images(prompts[i : i + batch], seeds[i : i + batch])
+        for i in tqdm(range(0, len(prompts), batch), desc=f"generate (cfg {guidance})")
+    ]
     return np.concatenate(out)
+
+
+def renderer_showcase(path: Path) -> None:
+    """One grid with every modifier, shape, colour and scene, plus random scenes."""
+    from diffenvs.world.attributes import COLOURS, MODIFIERS, SCENES, SHAPES
+
+    base = Scene("two", "star", "red", "large", "left", "grass field")
+    rows = [
+        [base] + [base.with_(modifiers=(m,)) for m in MODIFIERS],
+        [Scene("three", s, "blue", "small", "right", "snow field") for s in SHAPES]
+        + [Scene("one", "circle", c, "large", "middle", "desert") for c in COLOURS[:3]],
+        [
+            Scene("one", "triangle", c, "large", "middle", sc)
+            for c, sc in zip(COLOURS, SCENES * 2, strict=False)
+        ]
+        + [Scene("three", "cross", "pink", "large", "middle", "brick wall")],
+        sample_scenes(9, seed=0, split="any"),
+    ]
+    images = np.stack([np.asarray(render(s, i)) for row in rows for i, s in enumerate(row)])
+    save_grid(images, path, cols=9, scale=3)
 
 
 def main(cfg: EvaluateConfig) -> dict[str, object]:
     torch.set_num_threads(cfg.threads)
-    results: dict[str, object] = {"command": "diffenvs world evaluate", "config": {
-        "n_rendered": cfg.n_rendered, "n_prompts": cfg.n_prompts, "steps": cfg.steps,
-        "guidance_scales": list(cfg.guidance_scales), "seed": cfg.seed}}  # fmt: skip
+    renderer_showcase(cfg.images_dir / "world_modifiers.png")
+    results: dict[str, object] = {
+        "command": "diffenvs world evaluate",
+        "config": {
+            "n_rendered": cfg.n_rendered,
+            "n_prompts": cfg.n_prompts,
+            "steps": cfg.steps,
+            "guidance_scales": list(cfg.guidance_scales),
+            "seed": cfg.seed,
+        },
+    }
     held = make_dataset(cfg.n_rendered, seed=cfg.seed, split="heldout")
     held_scenes = sample_scenes(cfg.n_rendered, seed=cfg.seed, split="heldout")
     oracle = load_oracle()
     if "oracle" not in cfg.skip:
-        results["oracle_accuracy_rendered_heldout"] = _accuracy(oracle.predict(held.images), held.labels)  # fmt: skip
+        results["oracle_accuracy_rendered_heldout"] = _accuracy(
+            oracle.predict(held.images), held.labels
+        )
     clip = load_clip()
     if "clip" not in cfg.skip:
         n = min(500, cfg.n_rendered)
@@ -176,8 +217,14 @@ def main(cfg: EvaluateConfig) -> dict[str, object]:
             metrics["frechet_clip_distance_to_renders"] = frechet_distance(e_gen, e_ren)
             per_guidance[str(g)] = metrics
             if g == cfg.guidance_scales[0]:
-                save_grid(np.concatenate([rendered[:16], images[:16]]), cfg.images_dir / "world_heldout_render_vs_generated.png", cols=16)  # fmt: skip
-                (cfg.images_dir / "world_heldout_prompts.txt").write_text("\n".join(prompts[:16]) + "\n")  # fmt: skip
+                save_grid(
+                    np.concatenate([rendered[:16], images[:16]]),
+                    cfg.images_dir / "world_heldout_render_vs_generated.png",
+                    cols=16,
+                )
+                (cfg.images_dir / "world_heldout_prompts.txt").write_text(
+                    "\n".join(prompts[:16]) + "\n"
+                )
         results["t2i_prompt_following_heldout"] = per_guidance
         # Reference: the same distance between two independent sets of renders.
         rendered_b = np.stack([np.asarray(render(s, 20_000 + i)) for i, s in enumerate(scenes)])
@@ -189,7 +236,9 @@ def main(cfg: EvaluateConfig) -> dict[str, object]:
         div_scenes = scenes[:24]
         gen_div, ren_div = [], []
         for k, s in enumerate(div_scenes):
-            imgs = generate(pipe, [s.caption()] * 8, list(range(100, 108)), cfg.steps, cfg.guidance_scales[0])  # fmt: skip
+            imgs = generate(
+                pipe, [s.caption()] * 8, list(range(100, 108)), cfg.steps, cfg.guidance_scales[0]
+            )
             rens = np.stack([np.asarray(render(s, 30_000 + 8 * k + j)) for j in range(8)])
             for arr, acc in ((imgs, gen_div), (rens, ren_div)):
                 with torch.no_grad():
@@ -197,8 +246,15 @@ def main(cfg: EvaluateConfig) -> dict[str, object]:
                 sim = e @ e.T
                 acc.append(float((1 - sim[~torch.eye(8, dtype=torch.bool)]).mean()))
             if k < 4:
-                save_grid(np.concatenate([rens, imgs]), cfg.images_dir / f"world_diversity_{k}.png", cols=8)  # fmt: skip
-        results["diversity_same_prompt_mean_clip_distance"] = {"generated": float(np.mean(gen_div)), "rendered": float(np.mean(ren_div))}  # fmt: skip
+                save_grid(
+                    np.concatenate([rens, imgs]),
+                    cfg.images_dir / f"world_diversity_{k}.png",
+                    cols=8,
+                )
+        results["diversity_same_prompt_mean_clip_distance"] = {
+            "generated": float(np.mean(gen_div)),
+            "rendered": float(np.mean(ren_div)),
+        }
     if "speed" not in cfg.skip:
         pipe = load_pipeline()
         prompts = [s.caption() for s in sample_scenes(16, seed=cfg.seed + 2, split="heldout")]
@@ -208,7 +264,14 @@ def main(cfg: EvaluateConfig) -> dict[str, object]:
         start = time.perf_counter()
         reps = 3
         for r in range(reps):
-            generate(pipe, prompts, list(range(16 * (r + 1), 16 * (r + 2))), cfg.steps, cfg.guidance_scales[0], batch=16)  # fmt: skip
+            generate(
+                pipe,
+                prompts,
+                list(range(16 * (r + 1), 16 * (r + 2))),
+                cfg.steps,
+                cfg.guidance_scales[0],
+                batch=16,
+            )
         elapsed = time.perf_counter() - start
         results["sampling_images_per_second_batch16_ddim20"] = 16 * reps / elapsed
         results["sampling_threads"] = torch.get_num_threads()
@@ -233,31 +296,57 @@ def write_metrics_page(results: dict, path: Path) -> None:
     ]
     if "oracle_accuracy_rendered_heldout" in results:
         acc = results["oracle_accuracy_rendered_heldout"]
-        lines += ["## Oracle accuracy on held-out rendered images", "", "| attribute | accuracy |", "|---|---|"]  # fmt: skip
+        lines += [
+            "## Oracle accuracy on held-out rendered images",
+            "",
+            "| attribute | accuracy |",
+            "|---|---|",
+        ]
         lines += [f"| {a} | {_pct(v)} |" for a, v in acc.items()] + [""]
     if "clip_rendered_heldout" in results:
         c = results["clip_rendered_heldout"]
-        lines += ["## CLIP on held-out rendered images", "", "| attribute | zero-shot accuracy |", "|---|---|"]  # fmt: skip
+        lines += [
+            "## CLIP on held-out rendered images",
+            "",
+            "| attribute | zero-shot accuracy |",
+            "|---|---|",
+        ]
         lines += [f"| {a} | {_pct(v)} |" for a, v in c["zero_shot_accuracy"].items()]
-        lines += ["", f"True caption ranked above a caption with one attribute changed: **{_pct(c['true_vs_one_attribute_changed'])}** of pairs.", ""]  # fmt: skip
+        lines += [
+            "",
+            f"True caption ranked above a caption with one attribute changed: **{_pct(c['true_vs_one_attribute_changed'])}** of pairs.",
+            "",
+        ]
     if "t2i_prompt_following_heldout" in results:
         per = results["t2i_prompt_following_heldout"]
         gs = list(per)
         lines += ["## Text-to-image: oracle accuracy of generated images on held-out prompts", ""]
-        lines += ["| metric | " + " | ".join(f"guidance {g}" for g in gs) + " |", "|---|" + "---|" * len(gs)]  # fmt: skip
+        lines += [
+            "| metric | " + " | ".join(f"guidance {g}" for g in gs) + " |",
+            "|---|" + "---|" * len(gs),
+        ]
         for key in per[gs[0]]:
             vals = [per[g][key] for g in gs]
             fmt = (lambda v: f"{v:.2f}") if "distance" in key else _pct
             lines.append(f"| {key} | " + " | ".join(fmt(v) for v in vals) + " |")
         lines.append("")
         if "frechet_clip_distance_render_vs_render" in results:
-            lines.append(f"Reference Fréchet CLIP distance between two independent sets of renders of the same prompts: {results['frechet_clip_distance_render_vs_render']:.2f}.")  # fmt: skip
+            lines.append(
+                f"Reference Fréchet CLIP distance between two independent sets of renders of the same prompts: {results['frechet_clip_distance_render_vs_render']:.2f}."
+            )
         if "diversity_same_prompt_mean_clip_distance" in results:
             d = results["diversity_same_prompt_mean_clip_distance"]
-            lines.append(f"Diversity (mean pairwise CLIP distance between 8 seeds of one prompt): generated {d['generated']:.3f}, rendered {d['rendered']:.3f}.")  # fmt: skip
+            lines.append(
+                f"Diversity (mean pairwise CLIP distance between 8 seeds of one prompt): generated {d['generated']:.3f}, rendered {d['rendered']:.3f}."
+            )
         lines.append("")
     if "sampling_images_per_second_batch16_ddim20" in results:
-        lines += ["## Speed", "", f"Sampling: **{results['sampling_images_per_second_batch16_ddim20']:.1f} images/s** at batch 16, 20 DDIM steps, classifier-free guidance, {results['sampling_threads']} CPU threads.", ""]  # fmt: skip
+        lines += [
+            "## Speed",
+            "",
+            f"Sampling: **{results['sampling_images_per_second_batch16_ddim20']:.1f} images/s** at batch 16, 20 DDIM steps, classifier-free guidance, {results['sampling_threads']} CPU threads.",
+            "",
+        ]
     from diffenvs.io import atomic_write_bytes
 
     atomic_write_bytes(path, "\n".join(lines).encode())

@@ -216,16 +216,36 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         return [p for pair in zip(outer, inner, strict=True) for p in pair]
     if shape == "cross":
         w = r * 0.38
-        pts = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w),
-               (-r, w), (-r, -w), (-w, -w)]  # fmt: skip
+        pts = [
+            (-w, -r),
+            (w, -r),
+            (w, -w),
+            (r, -w),
+            (r, w),
+            (w, w),
+            (w, r),
+            (-w, r),
+            (-w, w),
+            (-r, w),
+            (-r, -w),
+            (-w, -w),
+        ]
         ca, sa = math.cos(angle), math.sin(angle)
         return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in pts]
     raise ValueError(shape)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
-                angle: float, fill: int | tuple[int, ...], outline: int | None = None,
-                width: int = 0) -> None:  # fmt: skip
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    angle: float,
+    fill: int | tuple[int, ...],
+    outline: int | None = None,
+    width: int = 0,
+) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=outline, width=width)
     else:
@@ -285,7 +305,9 @@ def _background(scene: str, size: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def _place(count: int, r: float, position: str, size: int, rng: np.random.Generator) -> list[tuple[float, float]]:  # fmt: skip
+def _place(
+    count: int, r: float, position: str, size: int, rng: np.random.Generator
+) -> list[tuple[float, float]]:
     x_lo, x_hi = {"left": (0.08, 0.34), "middle": (0.38, 0.62), "right": (0.66, 0.92)}[position]
     y_lo, y_hi = 0.2, 0.82
     min_dist = 2.05 * r
@@ -321,7 +343,9 @@ def render(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> Image.Image:
     return render_with_mask(scene, seed, size)[0]
 
 
-def render_with_mask(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> tuple[Image.Image, np.ndarray]:  # fmt: skip
+def render_with_mask(
+    scene: Scene, seed: int = 0, size: int = IMAGE_SIZE
+) -> tuple[Image.Image, np.ndarray]:
     """Like :func:`render`, plus the objects' coverage mask (float32 in [0, 1], ``size``×``size``)."""
     rng = np.random.default_rng(seed)
     big = size * _SUPERSAMPLE
@@ -330,7 +354,9 @@ def render_with_mask(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> tup
     centres = _place(count, r, scene.position, big, rng)
     angles = [rng.uniform(-0.25, 0.25) for _ in centres]
     jitter = rng.integers(-12, 13, size=3)
-    colour = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOUR_RGB[scene.colour], jitter, strict=True))  # fmt: skip
+    colour = tuple(
+        int(np.clip(c + j, 0, 255)) for c, j in zip(COLOUR_RGB[scene.colour], jitter, strict=True)
+    )
 
     canvas = _background(scene.scene, big, rng)
     mask = Image.new("L", (big, big), 0)
@@ -344,11 +370,21 @@ def render_with_mask(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> tup
         shadow = Image.new("L", (big, big), 0)
         shadow.paste(mask, (off, off))
         shadow = shadow.filter(ImageFilter.GaussianBlur(0.015 * big))
-        canvas = Image.composite(Image.new("RGB", canvas.size, (15, 15, 15)), canvas, shadow.point(lambda v: int(v * 0.85)))  # fmt: skip
+        canvas = Image.composite(
+            Image.new("RGB", canvas.size, (15, 15, 15)),
+            canvas,
+            shadow.point(lambda v: int(v * 0.85)),
+        )
     elif effect == "glowing":
-        halo = mask.filter(ImageFilter.MaxFilter(_odd(0.06 * big))).filter(ImageFilter.GaussianBlur(0.04 * big))  # fmt: skip
+        halo = mask.filter(ImageFilter.MaxFilter(_odd(0.06 * big))).filter(
+            ImageFilter.GaussianBlur(0.04 * big)
+        )
         glow = tuple(int(255 * 0.55 + c * 0.45) for c in colour)
-        canvas = Image.composite(Image.new("RGB", canvas.size, glow), canvas, halo.point(lambda v: min(255, int(v * 1.6))))  # fmt: skip
+        canvas = Image.composite(
+            Image.new("RGB", canvas.size, glow),
+            canvas,
+            halo.point(lambda v: min(255, int(v * 1.6))),
+        )
 
     obj = np.zeros((big, big, 3), np.uint8)
     obj[:] = colour
@@ -362,7 +398,9 @@ def render_with_mask(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> tup
     if effect == "outlined":
         odraw = ImageDraw.Draw(canvas)
         for (cx, cy), a in zip(centres, angles, strict=True):
-            _draw_shape(odraw, scene.shape, cx, cy, r, a, fill=None, outline=0, width=int(0.028 * big))  # fmt: skip
+            _draw_shape(
+                odraw, scene.shape, cx, cy, r, a, fill=None, outline=0, width=int(0.028 * big)
+            )
 
     image = canvas.resize((size, size), Image.Resampling.BOX)
     finish = scene.modifier_in("finish")
@@ -386,7 +424,9 @@ def _odd(x: float) -> int:
     return n if n % 2 else n + 1
 
 
-def render_array(scenes: list[Scene], seeds: list[int] | None = None, size: int = IMAGE_SIZE) -> np.ndarray:  # fmt: skip
+def render_array(
+    scenes: list[Scene], seeds: list[int] | None = None, size: int = IMAGE_SIZE
+) -> np.ndarray:
     """Render many scenes into a uint8 array of shape (N, size, size, 3)."""
     seeds = list(range(len(scenes))) if seeds is None else seeds
     return np.stack([np.asarray(render(s, sd, size)) for s, sd in zip(scenes, seeds, strict=True)])

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import tyro
 from tqdm import tqdm
 
-from diffenvs.io import save_tensors
+from diffenvs.io import load_tensors, save_tensors
 from diffenvs.world.attributes import ATTRIBUTE_CLASSES, MODIFIER_CATEGORIES
 from diffenvs.world.clip import OPENAI_MEAN, OPENAI_STD, create_world_clip
 from diffenvs.world.data import make_dataset
@@ -36,11 +36,22 @@ class Config:
     seed: int = 0
     threads: int = 1
     out: Path = WEIGHTS_DIR / "clip"
+    init_from: Path | None = None
+    """Continue from the ``open_clip_model.safetensors`` of this folder instead of random weights."""
+    focus: tuple[str, ...] = ()
+    """Attributes to draw half of the hard negatives from (e.g. ``shape position``): the ones a
+    first run left weakest."""
 
 
-def one_attribute_changed(scene: Scene, rng: np.random.Generator) -> Scene:
-    """The same scene with one attribute (or one modifier slot) set to another value."""
-    attr = str(rng.choice(list(ATTRIBUTE_CLASSES)))
+def one_attribute_changed(
+    scene: Scene, rng: np.random.Generator, focus: tuple[str, ...] = ()
+) -> Scene:
+    """The same scene with one attribute (or one modifier slot) set to another value.
+
+    With ``focus``, half of the time the attribute is drawn from ``focus`` only.
+    """
+    pool = list(focus) if focus and rng.random() < 0.5 else list(ATTRIBUTE_CLASSES)
+    attr = str(rng.choice(pool))
     if attr in MODIFIER_CATEGORIES:
         current = scene.modifier_in(attr)
         choices = [v for v in ("none", *MODIFIER_CATEGORIES[attr]) if v != current]
@@ -63,24 +74,37 @@ def main(cfg: Config) -> None:
     start = time.time()
     train = make_dataset(cfg.train_size, seed=cfg.seed + 1, split="train")
     scenes = sample_scenes(cfg.train_size, seed=cfg.seed + 1, split="train")
+    unknown = [a for a in cfg.focus if a not in ATTRIBUTE_CLASSES]
+    if unknown:
+        raise ValueError(
+            f"--focus names unknown attributes {unknown}; use {list(ATTRIBUTE_CLASSES)}."
+        )
     model, tokenizer = create_world_clip(cfg.out)
+    if cfg.init_from is not None:
+        model.load_state_dict(load_tensors(cfg.init_from / "open_clip_model.safetensors"))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05
+    )
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.steps), desc="clip")
     for step in bar:
         idx = rng.integers(0, len(train), cfg.batch_size)
         images = normalise(as_image_tensor(train.images[idx]))
         positives = [train.captions[i] for i in idx]
-        negatives = [one_attribute_changed(scenes[i], rng).caption() for i in idx]
-        tokens = tokenizer(positives + negatives, padding="max_length", truncation=True, return_tensors="pt").input_ids  # fmt: skip
+        negatives = [one_attribute_changed(scenes[i], rng, cfg.focus).caption() for i in idx]
+        tokens = tokenizer(
+            positives + negatives, padding="max_length", truncation=True, return_tensors="pt"
+        ).input_ids
         model.train()
         img = F.normalize(model.encode_image(images), dim=-1)
         txt = F.normalize(model.encode_text(tokens), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * img @ txt.T  # (B, 2B): true captions first, hard negatives after
         target = torch.arange(len(idx))
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(idx)].T, target)) / 2  # fmt: skip
+        loss = (
+            F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(idx)].T, target)
+        ) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

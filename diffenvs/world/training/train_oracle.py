@@ -46,7 +46,9 @@ def main(cfg: Config) -> dict[str, float]:
     val = make_dataset(cfg.val_size, seed=cfg.seed + 2, split="heldout")
     model = AttributeOracle()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1
+    )
     gen = np.random.default_rng(cfg.seed)
     labels = torch.from_numpy(train.labels)
     bar = tqdm(range(cfg.steps), desc="oracle")

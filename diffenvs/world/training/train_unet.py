@@ -5,7 +5,7 @@ captions for classifier-free guidance, min-SNR loss weighting, and an EMA of the
 what gets saved. Writes a complete Stable-Diffusion-layout folder (`model_index.json`, `vae/`,
 `unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`) every ``save_every`` steps.
 
-    python -m diffenvs.world.training.train_unet --steps 8000
+    python -m diffenvs.world.training.train_unet --steps 3500
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
-from diffusers import AutoencoderKL, StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from tqdm import tqdm
+from transformers import CLIPTextModel
 
 from diffenvs.world.data import cache_dir, make_dataset
 from diffenvs.world.oracle import as_image_tensor
@@ -35,7 +37,7 @@ from diffenvs.world.tokenizer import build_world_tokenizer
 @dataclass
 class Config:
     train_size: int = 40_000
-    steps: int = 8_000
+    steps: int = 3_500
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 200
@@ -43,13 +45,20 @@ class Config:
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     save_every: int = 500
+    stop_after: int | None = None
+    """Stop (and save) after this many steps while keeping the ``steps``-long LR schedule."""
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     out: Path = WEIGHTS_DIR / "t2i"
+    init_from: Path | None = None
+    """Start from the UNet and text encoder of this pipeline folder (e.g. ``out`` itself, to train
+    longer) instead of from random weights. The tokenizer and VAE must be the world's."""
 
 
 @torch.no_grad()
-def encode_dataset(vae: AutoencoderKL, images: np.ndarray, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def encode_dataset(
+    vae: AutoencoderKL, images: np.ndarray, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     means, stds = [], []
     for i in tqdm(range(0, len(images), batch), desc="encode latents"):
         dist = vae.encode(as_image_tensor(images[i : i + batch]) * 2 - 1).latent_dist
@@ -58,8 +67,20 @@ def encode_dataset(vae: AutoencoderKL, images: np.ndarray, batch: int = 256) -> 
     return torch.cat(means), torch.cat(stds)
 
 
+def save_folder_atomically(out: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temp folder next to ``out``, then swap it in: no half-written model."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    write(tmp)
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
-    """Write the SD-layout folder to a temp dir, then swap it in (no half-written model on disk)."""
+    """Write the SD-layout folder (``model_index.json``, ``vae/``, ``unet/``, ...) atomically."""
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -70,14 +91,7 @@ def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    save_folder_atomically(out, lambda tmp: pipe.save_pretrained(tmp, safe_serialization=True))
 
 
 def main(cfg: Config) -> None:
@@ -87,7 +101,9 @@ def main(cfg: Config) -> None:
     vae = AutoencoderKL.from_pretrained(cfg.out / "vae").eval()
     vae.requires_grad_(False)
     train = make_dataset(cfg.train_size, seed=cfg.seed + 1, split="train")
-    vae_digest = hashlib.sha256((cfg.out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]  # fmt: skip
+    vae_digest = hashlib.sha256(
+        (cfg.out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    ).hexdigest()[:12]
     latent_file = cache_dir() / f"latents_{cfg.train_size}_{cfg.seed}_{vae_digest}.pt"
     if latent_file.exists():
         means, stds = torch.load(latent_file, weights_only=True)
@@ -98,25 +114,36 @@ def main(cfg: Config) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_world_tokenizer(tmp)
-    text_encoder = make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)  # fmt: skip
-    unet = make_unet()
+    if cfg.init_from is None:
+        text_encoder = make_text_encoder(
+            len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id
+        )
+        unet = make_unet()
+    else:
+        text_encoder = CLIPTextModel.from_pretrained(cfg.init_from / "text_encoder")
+        unet = UNet2DConditionModel.from_pretrained(cfg.init_from / "unet")
     scheduler = make_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     warm = torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, cfg.warmup)
-    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps - cfg.warmup, eta_min=cfg.lr * 0.05)  # fmt: skip
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, cfg.steps - cfg.warmup, eta_min=cfg.lr * 0.05
+    )
     sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], [cfg.warmup])
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1 - alphas)
 
     rng = np.random.default_rng(cfg.seed)
-    bar = tqdm(range(1, cfg.steps + 1), desc="unet")
+    last = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
+    bar = tqdm(range(1, last + 1), desc="unet")
     for step in bar:
         idx = rng.integers(0, len(train), cfg.batch_size)
         z0 = (means[idx] + stds[idx] * torch.randn_like(stds[idx])) * scale
         captions = ["" if rng.random() < cfg.caption_dropout else train.captions[i] for i in idx]
-        tokens = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids  # fmt: skip
+        tokens = tokenizer(
+            captions, padding="max_length", truncation=True, return_tensors="pt"
+        ).input_ids
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),))
         noise = torch.randn_like(z0)
         zt = scheduler.add_noise(z0, noise, t)
@@ -136,7 +163,7 @@ def main(cfg: Config) -> None:
                     pe.lerp_(pl, 1 - decay)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % cfg.save_every == 0 or step == last:
             save_pipeline(cfg.out, vae, ema_text, tokenizer, ema_unet)
             (cfg.out.parent / "t2i_progress.txt").write_text(
                 f"steps={step} minutes={(time.time() - start) / 60:.1f} loss={loss.item():.4f}\n"

@@ -1,6 +1,6 @@
 """Train the world's AutoencoderKL on rendered images (reproducible, seeded).
 
-python -m diffenvs.world.training.train_vae --steps 1200
+python -m diffenvs.world.training.train_vae --steps 1500
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from diffenvs.world.t2i import make_vae
 @dataclass
 class Config:
     train_size: int = 40_000
-    steps: int = 1_200
+    steps: int = 1_500
     batch_size: int = 16
     lr: float = 2e-3
     kl_weight: float = 1e-6
@@ -42,7 +42,9 @@ def main(cfg: Config) -> float:
     val = make_dataset(4_000, seed=cfg.seed + 2, split="heldout")
     vae = make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05
+    )
     gen = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.steps), desc="vae")
     for step in bar:
@@ -74,7 +76,9 @@ def main(cfg: Config) -> float:
         # Unit-variance latents, as SD's scaling factor gives.
         vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     vae.save_pretrained(cfg.out, safe_serialization=True)
-    print(f"val PSNR={psnr:.2f} dB scaling_factor={vae.config.scaling_factor:.4f} minutes={(time.time() - start) / 60:.1f}")  # fmt: skip
+    print(
+        f"val PSNR={psnr:.2f} dB scaling_factor={vae.config.scaling_factor:.4f} minutes={(time.time() - start) / 60:.1f}"
+    )
     return psnr
 
 
