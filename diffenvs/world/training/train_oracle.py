@@ -14,7 +14,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from diffenvs.io import save_tensors
+from diffenvs.io import load_tensors, save_tensors
 from diffenvs.world.attributes import ATTRIBUTES
 from diffenvs.world.data import make_dataset
 from diffenvs.world.oracle import AttributeOracle, as_image_tensor
@@ -31,6 +31,8 @@ class Config:
     seed: int = 0
     threads: int = 1
     out: Path = WEIGHTS_DIR / "oracle.safetensors"
+    init_from: Path | None = None
+    """Continue from these oracle weights (safetensors) instead of random weights."""
 
 
 def accuracy(model: AttributeOracle, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -45,6 +47,8 @@ def main(cfg: Config) -> dict[str, float]:
     train = make_dataset(cfg.train_size, seed=cfg.seed + 1, split="train")
     val = make_dataset(cfg.val_size, seed=cfg.seed + 2, split="heldout")
     model = AttributeOracle()
+    if cfg.init_from is not None:
+        model.load_state_dict(load_tensors(cfg.init_from))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1
