@@ -12,6 +12,7 @@ _ENVS: dict[str, tuple[str, str | None, int | None]] = {
         "diffenvs.envs.denoise_vector:DiffusionDenoiseVectorEnv",
         None,
     ),
+    "PromptAppend-v0": ("diffenvs.envs.prompt_append:PromptAppendEnv", None, None),
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)

@@ -1,0 +1,302 @@
+"""Soft Q-Learning for ``PromptAppend-v0``: RLPrompt as seed 000 extended it to text-to-image models.
+
+One file, top to bottom: config → Q-network → soft values and path-consistency losses → reward
+shaping → training loop → greedy decoding → report and checkpoint.
+
+* **Q-network.** A trainable MLP head whose outputs are the Q-values (logits) of the vocabulary,
+  on top of frozen features: the env's observation holds the world CLIP text encoder's embedding of
+  the current prompt, the target image's CLIP embedding, and the appended words (multi-hot).
+* **Soft values.** ``V(s) = τ·logsumexp(Q(s, ·)/τ)`` over the allowed (unmasked) words, policy
+  ``π(a|s) = exp((Q(s, a) − V(s))/τ)``, advantage ``A = Q − V``.
+* **Losses** (Guo et al.'s path consistency, as RLPrompt mixes them): single-step
+  ``½(−V̄(s_t) + r_t + γV̄(s_{t+1}) − A_θ(s_t, a_t))²`` and multi-step
+  ``½(−V̄(s_t) + Σ_l γ^l (r_{t+l} − A_θ(s_{t+l}, a_{t+l})))²`` with ``V̄`` from a Polyak-averaged
+  target network and ``V = 0`` after the last append.
+* **Reward shaping.** ``zscore``: per task, ``(r − mean)/std`` over every reward seen on that task
+  so far (RLPrompt's per-input normalisation), times ``reward_scale``; ``linear``: maps
+  ``[reward_min, reward_max]`` to ``[0, reward_scale]``.
+
+    python -m agents.sql --budget 48 --env.task 0
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import tyro
+from torch import nn
+from tqdm.auto import tqdm
+
+from agents.prompt_baselines import (
+    PromptEnvArgs,
+    decode,
+    final_report,
+    make_env,
+    seed_everything,
+    task_indices,
+)
+from diffenvs.io import save_tensors, write_json
+
+
+@dataclass
+class SQLConfig:
+    """Soft Q-Learning (RLPrompt) on PromptAppend-v0."""
+
+    env: PromptEnvArgs = field(default_factory=PromptEnvArgs)
+    budget: int = 48
+    """reward evaluations to spend (terminal reward: one per episode)."""
+    episodes_per_batch: int = 4
+    updates_per_batch: int = 8
+    minibatch: int = 16
+    """episodes per gradient step, sampled from the replay buffer (all episodes so far)."""
+    hidden: tuple[int, ...] = (256,)
+    learning_rate: float = 1e-3
+    gamma: float = 1.0
+    temperature: float = 1.0
+    """τ of the soft values and of the sampling policy."""
+    epsilon: float = 0.2
+    """share of uniformly random (allowed) actions in the behaviour policy, decaying to 0."""
+    polyak: float = 0.05
+    """target network update rate ρ: θ̄ ← (1 − ρ)θ̄ + ρθ after every gradient step."""
+    loss: Literal["mix", "single", "multi"] = "mix"
+    reward_shaping: Literal["zscore", "linear", "none"] = "zscore"
+    reward_scale: float = 3.0
+    reward_min: float = 0.0
+    reward_max: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    output_dir: str = "runs/sql"
+    run_name: str | None = None
+    save: bool = True
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------------------------
+# Q-network and soft values
+
+
+class QHead(nn.Module):
+    """MLP from the (frozen) observation features to one Q-value per vocabulary word."""
+
+    def __init__(self, obs_dim: int, n_words: int, hidden: tuple[int, ...] = (256,)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, n_words))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mlp(obs)
+
+
+def soft_value(q: torch.Tensor, mask: torch.Tensor, tau: float) -> torch.Tensor:
+    """``τ·logsumexp(Q/τ)`` over allowed actions (``mask`` True)."""
+    return tau * torch.logsumexp(q.masked_fill(~mask, -1e9) / tau, dim=-1)
+
+
+def pcl_losses(
+    net: QHead, target: QHead, batch: dict[str, torch.Tensor], gamma: float, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single- and multi-step path-consistency losses of a batch of equal-length episodes.
+
+    ``batch``: ``obs`` (B, T, F) before each append, ``mask`` (B, T, V), ``action`` (B, T) and
+    shaped ``reward`` (B, T).
+    """
+    obs, mask, act, rew = batch["obs"], batch["mask"], batch["action"], batch["reward"]
+    q = net(obs)
+    adv = q.gather(-1, act[..., None])[..., 0] - soft_value(q, mask, tau)  # A_θ(s_t, a_t)
+    with torch.no_grad():
+        v_bar = soft_value(target(obs), mask, tau)  # V̄(s_t)
+        v_next = torch.cat([v_bar[:, 1:], torch.zeros_like(v_bar[:, :1])], dim=1)  # V̄(s_T) = 0
+    single = 0.5 * (-v_bar + rew + gamma * v_next - adv).pow(2)
+    T = rew.shape[1]
+    discount = gamma ** torch.arange(T, dtype=rew.dtype)
+    multi = []
+    for t in range(T):
+        path = ((rew[:, t:] - adv[:, t:]) * discount[: T - t]).sum(dim=1)
+        multi.append(0.5 * (-v_bar[:, t] + path).pow(2))
+    return single.mean(), torch.stack(multi, dim=1).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Reward shaping
+
+
+class RewardShaper:
+    """Per-task running statistics of raw rewards, and the shaping that uses them."""
+
+    def __init__(self, cfg: SQLConfig) -> None:
+        self.cfg = cfg
+        self.seen: dict[int, list[float]] = defaultdict(list)
+
+    def observe(self, task: int, rewards: np.ndarray, final: bool) -> None:
+        self.seen[task].append(float(rewards[-1] if final else rewards.sum()))
+
+    def __call__(self, task: int, rewards: np.ndarray, paid: np.ndarray) -> np.ndarray:
+        """Shape raw rewards (paid steps only: the terminal step, or every step)."""
+        c = self.cfg
+        if c.reward_shaping == "none":
+            return rewards
+        if c.reward_shaping == "linear":
+            shaped = (rewards - c.reward_min) / (c.reward_max - c.reward_min) * c.reward_scale
+        else:
+            seen = np.asarray(self.seen[task])
+            std = seen.std() if len(seen) > 1 else 1.0
+            shaped = (rewards - seen.mean()) / max(std, 1e-3) * c.reward_scale
+        return np.where(paid, shaped, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def act(net: QHead, obs: np.ndarray, mask: np.ndarray, tau: float, eps: float, rng: Any) -> int:
+    """Sample from the soft policy (with ε-uniform exploration), allowed words only."""
+    allowed = np.flatnonzero(mask)
+    if rng.random() < eps:
+        return int(rng.choice(allowed))
+    with torch.no_grad():
+        q = net(torch.as_tensor(obs)[None])[0].numpy().astype(np.float64)
+    logits = q[allowed] / tau
+    p = np.exp(logits - logits.max())
+    return int(rng.choice(allowed, p=p / p.sum()))
+
+
+def greedy(net: QHead) -> Any:
+    def choose(obs: np.ndarray, mask: np.ndarray) -> int:
+        with torch.no_grad():
+            q = net(torch.as_tensor(obs)[None])[0].numpy()
+        return int(np.flatnonzero(mask)[np.argmax(q[mask])])
+
+    return choose
+
+
+def main(cfg: SQLConfig) -> dict[str, Any]:
+    seed_everything(cfg.seed, cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    env = make_env(cfg.env)
+    obs, _ = env.reset(seed=cfg.seed)
+    u = env.unwrapped
+    if not isinstance(obs, np.ndarray):
+        raise ValueError("SQL needs observation='flat' (a Box observation); drop --env.extra.")
+    net = QHead(obs.shape[0], u.V, cfg.hidden)
+    target = copy.deepcopy(net).requires_grad_(False)
+    optim = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    shaper = RewardShaper(cfg)
+    tasks = task_indices(env)
+    T = u.n_appends
+    replay: list[dict[str, Any]] = []
+    log: list[dict[str, float]] = []
+    best: dict[int, tuple[float, str]] = {}
+    run_dir = Path(cfg.output_dir) / (cfg.run_name or f"sql_seed{cfg.seed}")
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.budget, disable=not cfg.progress, desc="SQL reward evaluations")
+    while u.reward_evaluations < cfg.budget:
+        # --- collect episodes with the soft policy
+        eps = cfg.epsilon * max(0.0, 1.0 - u.reward_evaluations / cfg.budget)
+        for _ in range(cfg.episodes_per_batch):
+            if u.reward_evaluations >= cfg.budget:
+                break
+            task = int(rng.choice(tasks))
+            obs, _ = env.reset(options={"task": task})
+            ep: dict[str, Any] = {"task": task, "obs": [], "mask": [], "action": [], "reward": []}
+            done = False
+            while not done:
+                mask = u.action_masks()
+                a = act(net, obs, mask, cfg.temperature, eps, rng)
+                ep["obs"].append(obs)
+                ep["mask"].append(mask)
+                ep["action"].append(a)
+                obs, r, done, _, info = env.step(a)
+                ep["reward"].append(float(r))
+            ep = {k: np.asarray(v) if k != "task" else v for k, v in ep.items()}
+            shaper.observe(task, ep["reward"], final=cfg.env.reward_mode == "terminal")
+            replay.append(ep)
+            total = float(ep["reward"].sum())
+            if total > best.get(task, (-np.inf, ""))[0]:
+                best[task] = (total, info["prompt"])
+        bar.update(u.reward_evaluations - bar.n)
+        # --- path-consistency updates on episodes from the replay buffer
+        paid = np.zeros(T, bool)
+        paid[-1] = True
+        if cfg.env.reward_mode == "per_step":
+            paid[:] = True
+        losses = []
+        for _ in range(cfg.updates_per_batch):
+            eps_idx = rng.choice(len(replay), size=min(cfg.minibatch, len(replay)), replace=False)
+            eps_batch = [replay[i] for i in eps_idx]
+            batch = {
+                "obs": torch.as_tensor(
+                    np.stack([e["obs"] for e in eps_batch]), dtype=torch.float32
+                ),
+                "mask": torch.as_tensor(np.stack([e["mask"] for e in eps_batch])),
+                "action": torch.as_tensor(np.stack([e["action"] for e in eps_batch])),
+                "reward": torch.as_tensor(
+                    np.stack([shaper(e["task"], e["reward"], paid) for e in eps_batch]),
+                    dtype=torch.float32,
+                ),
+            }
+            single, multi = pcl_losses(net, target, batch, cfg.gamma, cfg.temperature)
+            loss = {"single": single, "multi": multi, "mix": 0.5 * (single + multi)}[cfg.loss]
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            with torch.no_grad():
+                for p, p_bar in zip(net.parameters(), target.parameters(), strict=True):
+                    p_bar.lerp_(p, cfg.polyak)
+            losses.append(float(loss.detach()))
+        recent = [float(e["reward"].sum()) for e in replay[-cfg.episodes_per_batch :]]
+        log.append(
+            {
+                "reward_evaluations": u.reward_evaluations,
+                "loss": float(np.mean(losses)),
+                "return_mean": float(np.mean(recent)),
+                "epsilon": eps,
+                "time_s": time.perf_counter() - start,
+            }
+        )
+    bar.close()
+    train_time = time.perf_counter() - start
+    spent = u.reward_evaluations
+    prompts = {t: u.prompt_of(decode(env, greedy(net), t)) for t in tasks}
+    report = final_report(
+        env,
+        prompts,
+        cfg.env.eval_seeds,
+        reward_evaluations=spent,
+        train_time_s=train_time,
+        best_seen={t: p for t, (_, p) in best.items()},
+        cache_hit_rate=u.cache_stats.hit_rate,
+    )
+    if cfg.save:
+        save_tensors(
+            dict(net.state_dict()),
+            run_dir / "q_head.safetensors",
+            metadata={
+                "config": json.dumps(asdict(cfg), default=str),
+                "vocabulary": json.dumps(u.vocabulary),
+            },
+        )
+        write_json(run_dir / "report.json", report)
+        with (run_dir / "progress.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(log[0]) if log else ["reward_evaluations"])
+            writer.writeheader()
+            writer.writerows(log)
+    return {"net": net, "report": report, "log": log, "run_dir": str(run_dir) if cfg.save else None}
+
+
+if __name__ == "__main__":
+    result = main(tyro.cli(SQLConfig))
+    print(json.dumps(result["report"], indent=2, default=str))

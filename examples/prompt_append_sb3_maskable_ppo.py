@@ -1,0 +1,14 @@
+"""SB3 on PromptAppend-v0: sb3-contrib MaskablePPO (reads env.action_masks()), or PPO / DQN.
+
+python examples/prompt_append_sb3_maskable_ppo.py                 # world model, ~30 s
+python examples/prompt_append_sb3_maskable_ppo.py --algo dqn
+"""
+
+import tyro
+
+from agents.sb3_prompt import SB3PromptConfig, main
+
+report = main(tyro.cli(SB3PromptConfig, default=SB3PromptConfig(budget=48, save=False)))["report"]
+for row in report["tasks"]:
+    print(f"seed prompt {row['seed_prompt']!r}: similarity {row['seed_similarity']:.3f}")
+    print(f"learned    +{row['appended']!r}: similarity {row['similarity']:.3f}")

@@ -1,0 +1,19 @@
+"""Soft Q-Learning (RLPrompt, seed 000) on PromptAppend-v0: append 2 words to a seed prompt.
+
+python examples/prompt_append_sql.py                      # world model, 48 reward evaluations, ~30 s
+python examples/prompt_append_sql.py --env.task 3 --budget 96
+"""
+
+import tyro
+
+from agents.sql import SQLConfig, main
+
+cfg = tyro.cli(SQLConfig, default=SQLConfig(budget=48, save=False))
+report = main(cfg)["report"]
+for row in report["tasks"]:
+    print(f"seed prompt   {row['seed_prompt']!r}: similarity {row['seed_similarity']:.3f}")
+    print(f"ground truth  {row['ground_truth']!r}: similarity {row['ground_truth_similarity']:.3f}")
+    print(f"SQL appended  {row['appended']!r}: similarity {row['similarity']:.3f}")
+print(
+    f"{report['reward_evaluations']} reward evaluations, cache hit rate {report['cache_hit_rate']:.2f}"
+)

@@ -1,0 +1,141 @@
+"""Agents on PromptAppend-v0: SQL, REINFORCE, baselines, SB3 and Tianshou adapters.
+
+Tiny runs on the procedural renderer (exact and fast) with a 5-word vocabulary.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from agents.prompt_baselines import (
+    BaselineConfig,
+    PromptEnvArgs,
+    clip_greedy,
+    make_env,
+    random_search,
+)
+from agents.prompt_baselines import main as baseline
+from agents.reinforce import ReinforceConfig
+from agents.reinforce import main as reinforce
+from agents.sb3_prompt import SB3PromptConfig
+from agents.sb3_prompt import main as sb3
+from agents.sql import QHead, SQLConfig, pcl_losses, soft_value
+from agents.sql import main as sql
+from agents.tianshou_prompt import TianshouPromptConfig
+from agents.tianshou_prompt import main as tianshou
+from diffenvs.io import load_tensors
+
+ENV = PromptEnvArgs(
+    tasks="world:test",
+    task=1,
+    vocabulary="striped,dotted,outlined,glowing,shadowed,pastel,pixelated,blurred",
+    model="renderer",
+    generation_seeds=(0,),
+    eval_seeds=(0,),
+)
+
+
+def all_rewards(env_args: PromptEnvArgs) -> dict[str, float]:
+    """Reward of every prompt the env can make (exhaustive; tiny vocabulary)."""
+    env = make_env(env_args)
+    env.reset(seed=0)
+    u = env.unwrapped
+    allowed = np.flatnonzero(u.action_masks())
+    prompts = [u.prompt_of(p) for p in itertools.permutations(allowed, u.n_appends)]
+    return dict(zip(prompts, u.score(prompts)["reward"].tolist(), strict=True))
+
+
+def test_soft_value_and_pcl_losses() -> None:
+    q = torch.tensor([[1.0, 2.0, 3.0]])
+    mask = torch.tensor([[True, True, False]])
+    assert float(soft_value(q, mask, 1.0)) == pytest.approx(float(torch.logsumexp(q[0, :2], 0)))
+    net = QHead(4, 3, (8,))
+    batch = {
+        "obs": torch.randn(2, 2, 4),
+        "mask": torch.ones(2, 2, 3, dtype=torch.bool),
+        "action": torch.tensor([[0, 1], [2, 0]]),
+        "reward": torch.tensor([[0.0, 1.0], [0.0, -1.0]]),
+    }
+    single, multi = pcl_losses(net, net, batch, 1.0, 1.0)
+    assert single.ndim == multi.ndim == 0 and single.item() >= 0 and multi.item() >= 0
+    (single + multi).backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_sql_beats_random_on_tiny_task(tmp_path) -> None:
+    rewards = all_rewards(ENV)
+    random_mean = float(np.mean(list(rewards.values())))
+    cfg = SQLConfig(env=ENV, budget=40, seed=0, output_dir=str(tmp_path), progress=False)
+    result = sql(cfg)
+    final = result["report"]["tasks"][0]
+    assert result["report"]["reward_evaluations"] == 40
+    assert final["train_reward"] > random_mean
+    assert final["train_reward"] >= np.quantile(list(rewards.values()), 0.75)
+    weights = load_tensors(tmp_path / "sql_seed0" / "q_head.safetensors")
+    assert any(k.endswith("weight") for k in weights)
+    assert (tmp_path / "sql_seed0" / "progress.csv").read_text().startswith("reward_evaluations")
+
+
+def test_reinforce_runs_and_decodes(tmp_path) -> None:
+    rewards = all_rewards(ENV)
+    cfg = ReinforceConfig(env=ENV, budget=32, seed=0, output_dir=str(tmp_path), progress=False)
+    report = reinforce(cfg)["report"]
+    row = report["tasks"][0]
+    assert report["reward_evaluations"] == 32 and row["prompt"] in rewards
+    assert (tmp_path / "reinforce_seed0" / "policy.safetensors").exists()
+
+
+def test_baselines() -> None:
+    env = make_env(ENV)
+    env.reset(seed=0)
+    rewards = all_rewards(ENV)
+    best = random_search(env, budget=len(rewards), rng=np.random.default_rng(0))
+    assert env.unwrapped.reward_evaluations == len(rewards)
+    assert rewards[best[1]] == pytest.approx(max(rewards.values()))  # exhaustive budget
+    before = env.unwrapped.reward_evaluations
+    greedy = clip_greedy(env)
+    assert env.unwrapped.reward_evaluations == before and greedy[1] in rewards
+    report = baseline(BaselineConfig(env=ENV, budget=4))
+    assert report["reward_evaluations"] == 4 and "seed_similarity" in report["tasks"][0]
+
+
+def test_maskable_ppo_respects_masks(tmp_path) -> None:
+    # The env raises on a masked action (masked_action="raise" for MaskablePPO), so a finished
+    # run proves every training action respected the masks; then check predict() directly.
+    result = sb3(SB3PromptConfig(algo="maskable_ppo", env=ENV, budget=16, output_dir=str(tmp_path)))
+    assert result["report"]["reward_evaluations"] == 16
+    model = result["model"]
+    env = make_env(ENV)
+    obs, _ = env.reset(seed=0)
+    u = env.unwrapped
+    for _ in range(u.n_appends):
+        mask = u.action_masks()
+        for _ in range(10):
+            action, _ = model.predict(obs, deterministic=False, action_masks=mask)
+            assert mask[int(action)]
+        obs, *_ = env.step(int(action))
+    assert (tmp_path / "maskable_ppo_seed0" / "policy.safetensors").exists()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_sb3_unmasked_algorithms_run(algo: str) -> None:
+    result = sb3(SB3PromptConfig(algo=algo, env=ENV, budget=16, save=False))
+    assert result["report"]["reward_evaluations"] == 16
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+def test_tianshou_adapters_run(algo: str) -> None:
+    cfg = TianshouPromptConfig(algo=algo, env=ENV, budget=16, epochs=1, save=False)
+    report = tianshou(cfg)["report"]
+    assert report["reward_evaluations"] >= 16 and report["tasks"][0]["prompt"]
+
+
+def test_cli_lists_prompt_agents() -> None:
+    from diffenvs.cli import _train_commands
+
+    commands = _train_commands()
+    assert {"sql", "reinforce"} <= set(commands)
