@@ -137,10 +137,16 @@ def _world_commands() -> dict[str, tuple[type, Callable]]:
 
 
 def _train_commands() -> dict[str, tuple[type, Callable]]:
+    from agents.ppo_diffusion import PPODiffusionConfig
+    from agents.ppo_diffusion import main as ppo_diffusion
+    from agents.reinforce import ReinforceConfig
+    from agents.reinforce import main as reinforce
     from agents.sb3_denoise import SB3DenoiseConfig
     from agents.sb3_denoise import main as sb3_denoise
     from agents.sb3_grammar import SB3GrammarConfig
     from agents.sb3_grammar import main as sb3_grammar
+    from agents.sql import SQLConfig
+    from agents.sql import main as sql
     from agents.tabular import TabularConfig
     from agents.tabular import main as tabular
     from agents.tianshou_denoise import TianshouDenoiseConfig
@@ -154,6 +160,9 @@ def _train_commands() -> dict[str, tuple[type, Callable]]:
         "tianshou-grammar": (TianshouGrammarConfig, tianshou_grammar),
         "sb3-denoise": (SB3DenoiseConfig, sb3_denoise),
         "tianshou-denoise": (TianshouDenoiseConfig, tianshou_denoise),
+        "ppo": (PPODiffusionConfig, ppo_diffusion),
+        "sql": (SQLConfig, sql),
+        "reinforce": (ReinforceConfig, reinforce),
     }
 
 

@@ -1,0 +1,245 @@
+"""Diffusion-policy PPO (agents/ppo_diffusion.py): maths, consistency with the env, learning,
+checkpoint/resume and gradient synchronisation across processes. Tiny configs: 2 sampler steps."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.ppo_diffusion import (
+    DiffusionActorCritic,
+    PPODiffusionConfig,
+    build_policy_unet,
+    resolve_config,
+    run_episodes,
+    train,
+)
+from agents.ppo_diffusion_lib import (
+    AdaptiveKLController,
+    FixedKLController,
+    RolloutBuffer,
+    gae_advantages,
+    per_prompt_advantages,
+    returns_to_go,
+)
+
+TINY = PPODiffusionConfig(
+    num_steps=2,
+    num_envs=4,
+    samples_per_prompt=2,
+    minibatch_size=4,
+    grad_accum_steps=2,  # one optimiser step per update: PPO's ratio is exactly 1 in epoch 1
+    num_updates=3,
+    eval_episodes=0,
+    reward_norm="none",
+    eval_oracle=False,
+    save=False,
+    progress=False,
+    tensorboard=False,
+    cpu=True,
+)
+
+
+def _buffer(b: int = 6, t: int = 3) -> RolloutBuffer:
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(b, t, generator=g)
+    return RolloutBuffer(
+        latents=torch.zeros(b, t, 2, 4, 4),
+        next_latents=torch.zeros(b, t, 2, 4, 4),
+        embeds=torch.zeros(b, 5, 3),
+        log_probs=lp,
+        base_log_probs=lp - 0.1,
+        rewards=torch.arange(b, dtype=torch.float32),
+        groups=torch.tensor([0, 0, 0, 1, 1, 2]),
+        prompts=["a"] * b,
+    )
+
+
+def test_buffer_and_advantage_shapes() -> None:
+    buf = _buffer()
+    buf.validate()
+    kl = buf.kl()
+    assert kl.shape == (6, 3) and bool((kl >= 0).all())
+    ret = returns_to_go(buf.rewards, kl, beta=0.5)
+    assert ret.shape == (6, 3)
+    # The KL penalty to go shrinks towards the end of the episode.
+    assert torch.allclose(ret[:, -1], buf.rewards - 0.5 * kl[:, -1])
+    adv = per_prompt_advantages(ret, buf.groups)
+    assert adv.shape == (6, 3)
+    for gid in (0, 1):
+        rows = buf.groups == gid
+        assert torch.allclose(adv[rows].mean(0), torch.zeros(3), atol=1e-5)
+    with pytest.raises(ValueError, match="base_log_probs"):
+        replace(buf, base_log_probs=torch.zeros(6, 2)).validate()
+    # GAE with lambda = 1 and zero values is the undiscounted return to go.
+    rewards = torch.randn(6, 3)
+    adv, target = gae_advantages(rewards, torch.zeros(6, 3), 1.0, 1.0)
+    assert torch.allclose(adv, rewards.flip(1).cumsum(1).flip(1), atol=1e-6)
+    assert torch.equal(adv, target)
+
+
+def test_kl_controller_direction() -> None:
+    high = AdaptiveKLController(0.1, target=1.0, horizon=100)
+    assert high.update(kl=5.0, n_steps=10) > 0.1  # too far from the base: stronger penalty
+    low = AdaptiveKLController(0.1, target=1.0, horizon=100)
+    assert low.update(kl=0.2, n_steps=10) < 0.1
+    assert FixedKLController(0.02).update(100.0, 10) == 0.02
+
+
+def test_policy_log_prob_equals_env_base_log_prob() -> None:
+    import gymnasium as gym
+
+    import diffenvs  # noqa: F401
+
+    envs = gym.make_vec(
+        "DiffusionDenoise-v0", num_envs=4, num_steps=2, action_mode="latent", reward="zero"
+    )
+    model = DiffusionActorCritic(build_policy_unet(envs.core.pipe.unet, TINY), envs.core)
+    out = run_episodes(
+        model, envs, ["one large red circle in the middle of a grass field"] * 4, 3, 4
+    )
+    # Freshly initialised LoRA adds nothing, so the policy's own step is the base model's step.
+    assert out["log_probs"].shape == (4, 2)
+    assert torch.allclose(out["log_probs"], out["base_log_probs"], rtol=1e-5, atol=1e-2)
+    assert not torch.equal(out["next_latents"][:, 0], out["latents"][:, 0])
+    assert torch.equal(out["next_latents"][:, 0], out["latents"][:, 1])
+
+
+def test_learning_direction_and_outputs(tmp_path: Path) -> None:
+    cfg = replace(
+        TINY,
+        samples_per_prompt=4,
+        finetune="full",
+        learning_rate=1e-4,
+        num_updates=6,
+        reward="target_rmse",
+        reward_norm="fit",
+        eval_episodes=8,
+        grid_images=8,
+        save=True,
+        tensorboard=True,
+        output_dir=str(tmp_path),
+        run_name="learn",
+    )
+    result = train(cfg)
+    ev = result["eval"]
+    # Same held-out prompts, x_T and step noise before and after: a paired comparison.
+    assert ev["after"]["reward_mean"] > ev["before"]["reward_mean"]
+    assert all(h["ratio_dev_first_epoch"] < 1e-4 for h in result["history"])
+    run = tmp_path / "learn"
+    for name in ("samples.png", "reward_hist.png", "curves.png", "progress.csv", "eval.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "tb").iterdir())
+    assert (run / "checkpoints" / "latest.json").is_file()
+
+
+def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = replace(
+        TINY,
+        advantage="gae",
+        kl="adaptive",
+        kl_coef=0.05,
+        kl_target=1e-3,
+        save=True,
+        output_dir=str(tmp_path),
+        save_every=1,
+    )
+    full = train(replace(cfg, run_name="full"))
+    first = train(replace(cfg, run_name="cut", stop_after_updates=1))
+    assert first["stopped"] and len(first["history"]) == 1
+    resumed = train(replace(cfg, run_name="cut", resume=True))
+    assert len(resumed["history"]) == cfg.num_updates
+    assert set(full["params"]) == set(resumed["params"])
+    assert any(k.startswith("value.") for k in full["params"])
+    for name, p in full["params"].items():
+        assert torch.equal(p, resumed["params"][name]), name
+    assert [h["beta"] for h in full["history"]] == [h["beta"] for h in resumed["history"]]
+    assert full["history"][-1]["beta"] != cfg.kl_coef  # the controller did move β
+
+
+def _sync_worker(rank: int, world: int, port: int, out: str) -> None:
+    # A forked child inherits the imported modules and the loaded world pipeline (fast start),
+    # and also the parent's non-distributed accelerate state, which has to be dropped.
+    from accelerate.state import AcceleratorState
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    AcceleratorState._reset_state(reset_partial_state=True)
+    cfg = replace(TINY, num_envs=2, minibatch_size=2, num_updates=2, learning_rate=1e-3)
+    result = train(cfg)
+    acc = result["accelerator"]
+    assert acc.num_processes == world and acc.process_index == rank
+    from diffenvs.io import save_tensors
+
+    save_tensors(result["params"], f"{out}/rank{rank}.safetensors")
+    save_tensors(result["initial_params"], f"{out}/init{rank}.safetensors")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_keep_parameters_in_sync(tmp_path: Path) -> None:
+    """Two CPU processes (gloo) see different rollouts; DDP must keep their parameters equal."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from diffenvs.io import load_tensors
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(
+        _sync_worker, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork", join=True
+    )
+    r0, r1 = (load_tensors(tmp_path / f"rank{i}.safetensors") for i in (0, 1))
+    init = load_tensors(tmp_path / "init0.safetensors")
+    assert set(r0) == set(r1) == set(init) and len(r0) > 0
+    for name in r0:
+        assert torch.equal(r0[name], r1[name]), name
+    assert any(not torch.equal(r0[n], init[n]) for n in r0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"num_envs": 6, "samples_per_prompt": 4}, "multiple of samples_per_prompt"),
+        ({"minibatch_size": 3}, "multiple of minibatch_size"),
+        ({"timestep_fraction": 0.0}, "timestep_fraction"),
+        ({"kl": "adaptive", "kl_coef": 0.0}, "starting kl_coef"),
+        ({"reward_norm": "fit", "eval_episodes": 0}, "eval_episodes >= 2"),
+        ({"clip_range": -1.0}, "clip_range"),
+        ({"preset": "nope"}, "Unknown preset"),
+    ],
+)
+def test_bad_config_errors(changes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        resolve_config(replace(TINY, **changes))
+
+
+def test_bad_lora_target_error() -> None:
+    import gymnasium as gym
+
+    import diffenvs  # noqa: F401
+
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=1, num_steps=2, action_mode="latent")
+    with pytest.raises(ValueError, match="LoRA targets"):
+        build_policy_unet(envs.core.pipe.unet, replace(TINY, lora_targets=("nonexistent",)))
+
+
+def test_presets_and_overrides() -> None:
+    cfg = resolve_config(PPODiffusionConfig(preset="quick", num_updates=3))
+    assert cfg.num_updates == 3 and cfg.num_steps == 4
+    for name in ("target-image", "colourfulness-kl", "prompt-alignment"):
+        resolve_config(PPODiffusionConfig(preset=name))  # every preset is a valid configuration
+    assert resolve_config(PPODiffusionConfig(preset="colourfulness-kl")).kl == "adaptive"
+    assert np.isfinite(resolve_config(PPODiffusionConfig(preset="target-image")).learning_rate)
