@@ -11,6 +11,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def _umask_mode() -> int:
+    # mkstemp creates 0600 files; give the final file the mode a plain open() would have.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +27,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,6 +46,7 @@ def save_tensors(
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata
         )
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -285,6 +285,42 @@ def _pct(x: object) -> str:
     return f"{100 * float(x):.1f} %"  # type: ignore[arg-type]
 
 
+# The foundation issue's acceptance bars: (label, path into the results, minimum).
+BARS: list[tuple[str, tuple[str, ...], float]] = [
+    *[
+        (f"oracle {a} (rendered)", ("oracle_accuracy_rendered_heldout", a), 0.97)
+        for a in ATTRIBUTES
+    ],
+    *[
+        (f"CLIP zero-shot {a}", ("clip_rendered_heldout", "zero_shot_accuracy", a), 0.90)
+        for a in ATTRIBUTES
+    ],
+    (
+        "CLIP true vs one-changed caption",
+        ("clip_rendered_heldout", "true_vs_one_attribute_changed"),
+        0.90,
+    ),
+    *[(f"T2I {a}", ("t2i", a), 0.85) for a in ("shape", "colour", "scene")],
+    ("T2I count", ("t2i", "count"), 0.70),
+    ("T2I modifier presence", ("t2i", "modifier_presence"), 0.70),
+]
+
+
+def bar_rows(results: dict) -> list[tuple[str, float, float]]:
+    """(label, measured, bar) for every acceptance bar whose measurement is in ``results``."""
+    rows = []
+    for label, keys, bar in BARS:
+        node: object = results
+        if keys[0] == "t2i":
+            per = results.get("t2i_prompt_following_heldout", {})
+            node, keys = per.get(next(iter(per), ""), {}), keys[1:]
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, int | float):
+            rows.append((label, float(node), bar))
+    return rows
+
+
 def write_metrics_page(results: dict, path: Path) -> None:
     """Render the metrics JSON as the markdown page docs/world_metrics.md."""
     lines = [
@@ -294,6 +330,22 @@ def write_metrics_page(results: dict, path: Path) -> None:
         f"`{json.dumps(results['config'])}`.",
         "",
     ]
+    rows = bar_rows(results)
+    if rows:
+        met = sum(v >= b for _, v, b in rows)
+        lines += [
+            "## Against the foundation issue's bars",
+            "",
+            f"{met} of {len(rows)} bars met (T2I at the first guidance scale).",
+            "",
+            "| measurement | measured | bar | met |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {n} | {_pct(v)} | ≥ {_pct(b)} | {'yes' if v >= b else '**no**'} |"
+            for n, v, b in rows
+        ]
+        lines.append("")
     if "oracle_accuracy_rendered_heldout" in results:
         acc = results["oracle_accuracy_rendered_heldout"]
         lines += [

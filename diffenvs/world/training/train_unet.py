@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -72,6 +73,10 @@ def save_folder_atomically(out: Path, write: Callable[[Path], None]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     write(tmp)
+    # mkdtemp makes a private (0700) folder; the shipped folder must be readable like any other.
+    mask = os.umask(0)
+    os.umask(mask)
+    tmp.chmod(0o777 & ~mask)
     old = out.with_name(out.name + ".old")
     if out.exists():
         out.rename(old)
