@@ -6,18 +6,15 @@ Kept apart from the training script so they can be tested on plain tensors:
 * :func:`per_prompt_advantages` (critic-free, DDPO-style) and :func:`gae_advantages`.
 * :class:`FixedKLController` / :class:`AdaptiveKLController`: the coefficient β of seed 004
   eq. 5.3 (the adaptive one is Ziegler et al.'s target-KL controller).
-* Checkpoint helpers that turn optimizer and RNG state into flat tensor dicts (safetensors, no
-  pickle) and back.
-* Plots: before/after image grids, reward histograms (seed 004 Figs 6.6, 6.10), reward/KL curves.
+* Prompt sets: :func:`count_prompts` and :func:`make_prompt_source`.
+
+Checkpoint helpers live in :mod:`agents.ppo_diffusion_checkpoint`, plots in
+:mod:`agents.ppo_diffusion_eval`.
 """
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -155,83 +152,6 @@ class AdaptiveKLController:
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoint helpers (tensors only, so checkpoints are safetensors without pickle)
-
-
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
-    """Optimizer state → (flat tensors, JSON of the param groups and scalar state)."""
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for pid, entry in state["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{pid}.{key}"] = value
-            else:
-                scalars[f"{pid}.{key}"] = value
-    meta = {"param_groups": state["param_groups"], "scalars": scalars}
-    return tensors, json.dumps(meta)
-
-
-def optimizer_from_tensors(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: str
-) -> None:
-    """Inverse of :func:`optimizer_to_tensors`."""
-    info = json.loads(meta)
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        _, pid, key = name.split(".", 2)
-        state.setdefault(int(pid), {})[key] = value
-    for name, value in info["scalars"].items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-
-
-def rng_to_tensors() -> dict[str, torch.Tensor]:
-    """Python, NumPy (legacy global) and torch RNG states as integer tensors."""
-    version, py_state, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    if np_name != "MT19937":
-        raise ValueError(f"Unexpected NumPy global RNG {np_name!r}.")
-    out = {
-        "python": torch.tensor([version, *py_state], dtype=torch.int64),
-        "python_gauss": torch.tensor(
-            [gauss is not None, 0.0 if gauss is None else gauss], dtype=torch.float64
-        ),
-        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
-        "numpy_extra": torch.tensor([np_pos, np_has_gauss], dtype=torch.int64),
-        "numpy_gauss": torch.tensor([np_gauss], dtype=torch.float64),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"cuda.{i}"] = s
-    return out
-
-
-def rng_from_tensors(state: dict[str, torch.Tensor]) -> None:
-    """Inverse of :func:`rng_to_tensors`."""
-    py = state["python"].tolist()
-    has_gauss, gauss = state["python_gauss"].tolist()
-    random.setstate((int(py[0]), tuple(int(x) for x in py[1:]), gauss if has_gauss else None))
-    pos, has_np_gauss = state["numpy_extra"].tolist()
-    np.random.set_state(
-        (
-            "MT19937",
-            state["numpy"].numpy().astype(np.uint32),
-            int(pos),
-            int(has_np_gauss),
-            float(state["numpy_gauss"][0]),
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    cuda = sorted(k for k in state if k.startswith("cuda."))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([state[k] for k in cuda])
-
-
-# --------------------------------------------------------------------------------------------
 # World prompt sets
 
 
@@ -258,89 +178,12 @@ def count_prompts(split: str = "train", n: int = 64, seed: int = 0) -> list[str]
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Plots
+def make_prompt_source(spec: str) -> Any:
+    """A prompt source for a name: the env's own specs plus 'counts' / 'counts:heldout'."""
+    from diffenvs.envs.denoise_prompts import ListPrompts
+    from diffenvs.envs.denoise_prompts import make_prompt_source as env_source
 
-
-def image_grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
-    """uint8 images (N, H, W, 3) tiled in a white-padded grid."""
-    n, h, w, _ = images.shape
-    rows = (n + cols - 1) // cols
-    grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), 255, np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = im
-    return grid
-
-
-def save_before_after(
-    before: np.ndarray, after: np.ndarray, path: Path, cols: int = 8, scale: int = 3
-) -> None:
-    """Two grids side by side (same prompts and seeds), as seed 004 Figs 6.4 and 6.8."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grids = [image_grid(imgs, cols) for imgs in (before, after)]
-    height, width = grids[0].shape[:2]
-    # Size the figure from the grids so the images fill it at ``scale`` screen pixels per pixel.
-    fig, axes = plt.subplots(
-        1, 2, figsize=(2 * width * scale / 100 + 0.2, height * scale / 100 + 0.4)
-    )
-    for ax, grid, title in zip(axes, grids, ("base model", "after PPO"), strict=True):
-        ax.imshow(grid, interpolation="nearest")
-        ax.set_title(title)
-        ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def save_reward_histogram(
-    before: Sequence[float], after: Sequence[float], path: Path, label: str = "reward"
-) -> None:
-    """Reward distributions before vs after, standardised by the base distribution (Fig. 6.6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    b, a = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
-    mu, sd = b.mean(), b.std() if b.std() > 0 else 1.0
-    zb, za = (b - mu) / sd, (a - mu) / sd
-    bins = np.linspace(min(zb.min(), za.min()), max(zb.max(), za.max()) + 1e-9, 30)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(zb, bins=bins, alpha=0.6, label=f"base (mean {b.mean():.3g})")
-    ax.hist(za, bins=bins, alpha=0.6, label=f"after PPO (mean {a.mean():.3g})")
-    ax.set_xlabel(f"{label}, standardised by the base distribution")
-    ax.set_ylabel("samples")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def save_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Mean rollout reward, KL and β per update."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not history:
-        return
-    x = [h["update"] for h in history]
-    keys = [("reward_mean", "mean rollout reward (raw)"), ("kl", "KL to base (k3, per image)")]
-    keys.append(("beta", "KL coefficient β"))
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
-    for ax, (key, title) in zip(axes, keys, strict=True):
-        ax.plot(x, [h.get(key, float("nan")) for h in history])
-        ax.set_title(title)
-        ax.set_xlabel("update")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if spec == "counts" or spec.startswith("counts:"):
+        split = spec.partition(":")[2] or "train"
+        return ListPrompts(count_prompts(split), origin=spec)
+    return env_source(spec)

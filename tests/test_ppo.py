@@ -1,4 +1,4 @@
-"""Diffusion-policy PPO (agents/ppo_diffusion.py): maths, consistency with the env, learning,
+"""Diffusion-policy PPO (agents/ppo_diffusion*.py): maths, consistency with the env, learning,
 checkpoint/resume and gradient synchronisation across processes. Tiny configs: 2 sampler steps."""
 
 from __future__ import annotations
@@ -11,14 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo_diffusion import (
-    DiffusionActorCritic,
-    PPODiffusionConfig,
-    build_policy_unet,
-    resolve_config,
-    run_episodes,
-    train,
-)
+from agents.ppo_diffusion import PPODiffusionConfig, resolve_config, train
 from agents.ppo_diffusion_lib import (
     AdaptiveKLController,
     FixedKLController,
@@ -27,6 +20,7 @@ from agents.ppo_diffusion_lib import (
     per_prompt_advantages,
     returns_to_go,
 )
+from agents.ppo_diffusion_policy import DiffusionActorCritic, build_policy_unet, run_episodes
 
 TINY = PPODiffusionConfig(
     num_steps=2,
