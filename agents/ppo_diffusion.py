@@ -103,6 +103,9 @@ class PPODiffusionConfig:
     gae_lambda: float = 0.95
     vf_coef: float = 0.5
     kl: Literal["none", "fixed", "adaptive"] = "none"
+    kl_estimator: Literal["exact", "k3"] = "exact"
+    """'exact': closed-form KL of the policy's and the base model's Gaussian steps (same std);
+    'k3': seed 004's sample estimate (eq. 5.3), noisy once the policy has drifted."""
     kl_coef: float = 0.02
     """β (the starting β for 'adaptive')."""
     kl_target: float = 2.0
@@ -401,7 +404,7 @@ def train(cfg: PPODiffusionConfig) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         buffer = collect_rollout(policy, envs, train_prompts, cfg, rng, accelerator.autocast)
         beta = controller.beta
-        kl = buffer.kl().float()
+        kl = buffer.kl(cfg.kl_estimator).float()
         terminal = (buffer.rewards - mu) / sigma
         if cfg.advantage == "gae":
             step_rewards = -beta * kl
@@ -481,7 +484,9 @@ def train(cfg: PPODiffusionConfig) -> dict[str, Any]:
         summary["train_time_s"] = time.perf_counter() - t0
         summary["updates"] = len(history)
         result["eval"] = summary
+        result["eval_results"] = {"before": before, "after": after}
         if main_proc and cfg.save:
+            np.savez(run_dir / "eval_after.npz", **after)
             grid = min(cfg.grid_images, len(eval_prompts))
             save_eval_report(before, after, summary, run_dir, grid, cfg.reward)
     if main_proc and cfg.save:

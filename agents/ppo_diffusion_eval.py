@@ -53,11 +53,31 @@ def evaluate(
         for i in range(len(chunk)):
             rows.append((c * per + i, float(out["rewards"][i]), float(acc[i]), out["images"][i]))
     rows = sorted(gather_object(rows), key=lambda r: r[0])
-    return {
+    result = {
         "rewards": np.array([r[1] for r in rows]),
         "accuracy": np.array([r[2] for r in rows]),
         "images": np.stack([r[3] for r in rows]),
     }
+    if oracle is not None:
+        result |= attribute_accuracy(oracle.oracle, result["images"], prompts[: len(rows)])
+    return result
+
+
+def attribute_accuracy(oracle: Any, images: np.ndarray, prompts: Sequence[str]) -> dict:
+    """``acc_<attribute>``: per image, 1/0 where its prompt names the attribute, NaN elsewhere.
+
+    Prompt following broken down by attribute (e.g. how often the count is right), which is what
+    the prompt-alignment experiment is judged on.
+    """
+    from diffenvs.rewards import parse_attribute_target
+    from diffenvs.world.attributes import ATTRIBUTES
+
+    predicted = oracle.predict(images)
+    out = {f"acc_{a}": np.full(len(images), np.nan) for a in ATTRIBUTES}
+    for i, prompt in enumerate(prompts):
+        for attribute, index in parse_attribute_target(prompt):
+            out[f"acc_{attribute}"][i] = float(predicted[attribute][i] == index)
+    return out
 
 
 def evaluate_base(
@@ -91,6 +111,9 @@ def eval_summary(result: dict[str, np.ndarray]) -> dict[str, float]:
     out = {"reward_mean": float(r.mean()), "reward_std": float(r.std()), "n": float(len(r))}
     if not np.isnan(acc).all():
         out["oracle_accuracy"] = float(np.nanmean(acc))
+    for key, values in result.items():
+        if key.startswith("acc_") and not np.isnan(values).all():
+            out[f"oracle_{key[4:]}"] = float(np.nanmean(values))
     return out
 
 

@@ -42,15 +42,24 @@ class RolloutBuffer:
     groups: torch.Tensor  # (B,) prompt-group id (trajectories of one prompt share it)
     prompts: list[str]
     values: torch.Tensor | None = None  # (B, T) critic estimates, when a value function is used
+    exact_kl: torch.Tensor | None = None  # (B, T) closed-form KL(policy step || base step)
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.log_probs.shape)  # type: ignore[return-value]
 
-    def kl(self) -> torch.Tensor:
-        """Per-step k3 estimate of KL(policy || base) at the taken actions, (B, T) (eq. 5.3)."""
+    def kl(self, estimator: str = "exact") -> torch.Tensor:
+        """Per-step KL(policy || base), (B, T): closed form ("exact") or k3 (eq. 5.3, "k3").
+
+        Both steps are Gaussians with the scheduler's std, so the exact value is cheap; k3 is the
+        sample estimate from the taken actions' log-probs and is what seed 004 uses.
+        """
         from diffenvs.logprob import k3_kl
 
+        if estimator == "exact" and self.exact_kl is not None:
+            return self.exact_kl
+        if estimator not in ("exact", "k3"):
+            raise ValueError(f"KL estimator must be 'exact' or 'k3', got {estimator!r}.")
         return k3_kl(self.log_probs, self.base_log_probs)
 
     def validate(self) -> None:

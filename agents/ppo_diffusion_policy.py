@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from agents.ppo_diffusion_lib import RolloutBuffer
+from diffenvs.logprob import gaussian_kl
 
 if TYPE_CHECKING:
     from agents.ppo_diffusion import PPODiffusionConfig
@@ -180,6 +181,7 @@ def run_episodes(
     obs, _ = envs.reset(seed=int(env_seed), options={"prompts": list(prompts)})
     embeds = torch.as_tensor(obs["prompt_embeds"], device=device)
     latents, next_latents, log_probs, base_log_probs, values = [], [], [], [], []
+    exact_kl = []
     info: dict[str, Any] = {}
     for k in range(steps):
         x = torch.as_tensor(obs["latent"], device=device)
@@ -195,6 +197,8 @@ def run_episodes(
         latents.append(x.cpu())
         next_latents.append(prev.cpu())
         base_log_probs.append(torch.as_tensor(info["log_prob"], dtype=torch.float32))
+        base_mean = torch.as_tensor(np.asarray(info["mean"]), dtype=torch.float32)
+        exact_kl.append(gaussian_kl(dist.mean.float().cpu(), base_mean, dist.std.float().cpu()))
     if not terminated.all():
         raise RuntimeError("Episodes did not end after num_steps steps.")
     return {
@@ -203,6 +207,7 @@ def run_episodes(
         "embeds": embeds.cpu(),
         "log_probs": torch.stack(log_probs, 1),
         "base_log_probs": torch.stack(base_log_probs, 1),
+        "exact_kl": torch.stack(exact_kl, 1),
         "values": torch.stack(values, 1) if values else None,
         "rewards": torch.as_tensor(info["terminal_reward"], dtype=torch.float32),
         "images": np.stack(list(info["image"])),

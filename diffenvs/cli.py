@@ -6,6 +6,8 @@ diffenvs world sample "PROMPT" --n 8 --out grid.png
 diffenvs world render "PROMPT" --out render.png
 diffenvs world evaluate                         every number of docs/world.md
 diffenvs train tabular --algo q-learning        train an agent (see `diffenvs train --help`)
+diffenvs preference make-tasks|synthetic-label|train   reward models from rankings
+diffenvs label serve TASKS_DIR --db labels.sqlite   the labeling web app (docs/label.md)
 """
 
 from __future__ import annotations
@@ -104,20 +106,27 @@ def world_render(cfg: Render) -> Path:
 
 @dataclass
 class Demo:
-    """The quick-start demo: sample the embedded world for a handful of prompts and save a grid."""
+    """The quick-start demo: samples of the embedded world, then a short PPO run (a few minutes)."""
 
     out: Path = Path("out/demo")
     """Output folder."""
     steps: int = 20
     guidance_scale: float = 4.0
     seed: int = 0
+    ppo_updates: int = 40
+    """Updates of the PPO run (the agent's quick preset, ~3 min on 2 cores); 0 skips it."""
 
 
-def demo(cfg: Demo) -> Path:
-    """Run the quick-start demo (samples of the embedded world, written to out/demo)."""
-    from diffenvs.demo import run_demo
+def demo(cfg: Annotated[Demo, tyro.conf.OmitArgPrefixes]) -> Path:
+    """Run the quick-start demo: world samples, then PPO on DiffusionDenoise-v0 (out/demo)."""
+    from diffenvs.demo import run_demo, run_ppo_demo
 
-    return run_demo(cfg.out, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+    if cfg.ppo_updates < 0:
+        raise ValueError(f"--ppo-updates must be >= 0 (0 skips PPO); got {cfg.ppo_updates}.")
+    path = run_demo(cfg.out, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+    if cfg.ppo_updates:
+        run_ppo_demo(cfg.out, updates=cfg.ppo_updates, seed=cfg.seed)
+    return path
 
 
 def _subcommands(types: dict[str, type]) -> object:
@@ -166,9 +175,33 @@ def _train_commands() -> dict[str, tuple[type, Callable]]:
     }
 
 
+def _preference_commands() -> dict[str, tuple[type, Callable]]:
+    from diffenvs.preference.commands import (
+        MakeTasks,
+        SyntheticLabel,
+        make_tasks_command,
+        synthetic_label_command,
+    )
+    from diffenvs.preference.train import TrainRewardConfig, train_reward_model
+
+    return {
+        "make-tasks": (MakeTasks, make_tasks_command),
+        "synthetic-label": (SyntheticLabel, synthetic_label_command),
+        "train": (TrainRewardConfig, train_reward_model),
+    }
+
+
+def _label_commands() -> dict[str, tuple[type, Callable]]:
+    from diffenvs.label.commands import COMMANDS
+
+    return dict(COMMANDS)
+
+
 GROUPS: dict[str, Callable[[], dict[str, tuple[type, Callable]]]] = {
     "world": _world_commands,
     "train": _train_commands,
+    "preference": _preference_commands,
+    "label": _label_commands,
 }
 
 

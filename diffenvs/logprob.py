@@ -347,6 +347,22 @@ def step_log_prob(
     return dist.log_prob(prev_sample)
 
 
+def gaussian_kl(
+    mean_policy: torch.Tensor, mean_base: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """Exact KL(policy || base) (B,) between two sampler steps that share ``std`` (B,).
+
+    Both steps are ``N(mean, std^2 I)`` with the same scheduler std, so the KL is
+    ``||mean_policy - mean_base||^2 / (2 std^2)``: no sampling noise, unlike :func:`k3_kl`, whose
+    estimate explodes once the summed log-ratio reaches tens of nats. Deterministic steps
+    (std = 0) count as 0.
+    """
+    sq = (mean_policy.double() - mean_base.double()).pow(2).flatten(1).sum(1)
+    var = std.double().pow(2)
+    kl = torch.where(var > 0, sq / (2 * var.clamp_min(1e-300)), torch.zeros_like(sq))
+    return kl.to(mean_policy.dtype)
+
+
 def k3_kl(log_prob_policy: torch.Tensor, log_prob_base: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimator of KL(policy || base) from actions sampled by the policy.
 
