@@ -13,6 +13,7 @@ name (aliases)                what it scores
 ``oracle``                    world oracle: does the image show what its prompt names?
 ``oracle:TEXT``               world oracle: does the image show TEXT (e.g. ``oracle:red``)?
 ``pickscore``                 PickScore (needs the real weights)
+``learned:PATH``              a preference reward model trained on rankings (docs/preference.md)
 ``zero``                      always 0 (overhead measurements, KL-only training)
 ============================  ==================================================================
 
@@ -44,6 +45,7 @@ from diffenvs.rewards.models import (
     AestheticScore,
     ClipImageSimilarity,
     ClipScore,
+    LearnedReward,
     OracleReward,
     PickScoreReward,
     parse_attribute_target,
@@ -125,6 +127,12 @@ register_reward(
 register_reward(
     "pickscore", _with_arg(PickScoreReward, "model"), description="PickScore preference model"
 )
+register_reward(
+    "learned",
+    _with_arg(LearnedReward, "path"),
+    description="preference reward model trained on rankings (a model folder)",
+    aliases=("preference",),
+)
 register_reward("zero", _no_arg(Zero, "zero"), description="always 0", aliases=("none",))
 
 __all__ = [
@@ -134,6 +142,7 @@ __all__ = [
     "Colourfulness",
     "FunctionReward",
     "JpegSize",
+    "LearnedReward",
     "OracleReward",
     "PickScoreReward",
     "Reward",

@@ -16,7 +16,7 @@ from diffenvs.rewards.image import load_target_image
 from diffenvs.world.attributes import ATTRIBUTE_CLASSES, MODIFIER_CATEGORY
 
 _SHARED: dict[tuple[str, str, str], Any] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a learned reward loads its CLIP through _shared too
 
 
 def _shared(kind: str, name: str, device: object, load: Callable[[], Any]) -> Any:
@@ -266,3 +266,27 @@ class PickScoreReward(Reward):
 
     def compute(self, images: torch.Tensor, prompts: list[str]):
         return self.model.score(images, prompts).float()
+
+
+class LearnedReward(Reward):
+    """A preference reward model trained with ``diffenvs preference train`` (a model folder).
+
+    Scores are standardised with the statistics saved at training time (seed 004 eq. 5.2).
+    """
+
+    name = "learned"
+
+    def __init__(self, path: str | None = None, device: object = None) -> None:
+        from diffenvs.preference.models import load_reward_model
+
+        if not path:
+            raise ValueError(
+                "The learned reward needs a model folder: reward='learned:PATH' (train one with "
+                "`diffenvs preference train`)."
+            )
+        dev = str(device or "cpu")
+        self.model = _shared("learned", str(path), dev, lambda: load_reward_model(path, dev))
+        self.name = f"learned:{path}"
+
+    def compute(self, images: torch.Tensor, prompts: list[str]):
+        return self.model.score(images, prompts).to(images.device)

@@ -1,0 +1,56 @@
+"""Comparison tasks from the text-to-image model: one prompt, several samples (different seeds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from diffenvs.preference.data import RankedSet, write_sets
+
+
+def make_tasks(
+    out: str | Path,
+    n_tasks: int,
+    *,
+    images_per_task: int = 4,
+    split: str = "train",
+    modifier_prob: float = 0.45,
+    model: str = "world",
+    num_inference_steps: int = 20,
+    guidance_scale: float = 4.0,
+    seed: int = 0,
+    id_prefix: str = "t",
+) -> list[RankedSet]:
+    """Write ``out/tasks.jsonl`` and ``out/images/*.png``: ``n_tasks`` world prompts of ``split``
+    (``train``/``heldout``), each sampled ``images_per_task`` times. Returns the tasks."""
+    from diffenvs.envs.denoise_prompts import WorldPrompts
+    from diffenvs.generate import ImageGenerator
+
+    if n_tasks < 1 or not 2 <= images_per_task <= 16:
+        raise ValueError(
+            f"Need n_tasks >= 1 and 2 <= images_per_task <= 16 (got {n_tasks}, {images_per_task})."
+        )
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    source = WorldPrompts(split, modifier_prob)
+    prompts = [source.sample(rng) for _ in range(n_tasks)]
+    gen = ImageGenerator(
+        model, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+    )
+    flat_prompts = [p for p in prompts for _ in range(images_per_task)]
+    seeds = [int(s) for s in rng.integers(2**31 - 1, size=len(flat_prompts))]
+    images = gen.images(flat_prompts, seeds)
+    tasks = []
+    for t, prompt in enumerate(prompts):
+        task_id = f"{id_prefix}{t:04d}"
+        paths = []
+        for k in range(images_per_task):
+            rel = f"images/{task_id}_{k}.png"
+            Image.fromarray(images[t * images_per_task + k]).save(out / rel)
+            paths.append(rel)
+        tasks.append(RankedSet(task_id, prompt, paths, root=out))
+    write_sets(out / "tasks.jsonl", tasks)
+    return tasks
