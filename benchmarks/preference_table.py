@@ -12,6 +12,7 @@ labeler's way. Writes docs/benchmarks/preference.{md,json}.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,10 @@ class PreferenceBenchConfig:
     heldout_tasks: int = 100
     images_per_task: int = 4
     num_inference_steps: int = 20
+    eta: float = 0.0
+    """DDIM noise of the task images (1.0 with 10 steps is the RLHF rollout sampler)."""
+    task_prompts: str = "world"
+    """'world' (captions with modifiers) or 'counts' (the modifier-free captions PPO trains on)."""
     work: Path = Path("runs/preference")
     """Tasks, labels and trained models go here (reused when present)."""
     out: Path = Path("docs/benchmarks")
@@ -59,6 +64,8 @@ def _tasks(cfg: PreferenceBenchConfig, split: str, n: int, seed: int) -> list:
         images_per_task=cfg.images_per_task,
         split=split,
         num_inference_steps=cfg.num_inference_steps,
+        eta=cfg.eta,
+        prompts=cfg.task_prompts,
         seed=seed,
         id_prefix="h" if split == "heldout" else "t",
     )
@@ -130,6 +137,10 @@ def run(cfg: PreferenceBenchConfig) -> dict:
     return results
 
 
+def _args() -> str:
+    return "".join(" " + a for a in sys.argv[1:])
+
+
 def write_report(cfg: PreferenceBenchConfig, res: dict) -> None:
     write_json(cfg.out / "preference.json", res)
     prefs = list(res["preferences"])
@@ -143,13 +154,14 @@ def write_report(cfg: PreferenceBenchConfig, res: dict) -> None:
     lines = [
         "# Preference accuracy on held-out synthetic comparisons",
         "",
-        f"Written by `OMP_NUM_THREADS=2 python benchmarks/preference_table.py` ({res['minutes']:.1f} min"
+        f"Written by `OMP_NUM_THREADS=2 python benchmarks/preference_table.py{_args()}`"
+        f" ({res['minutes']:.1f} min"
         " on 2 CPU threads, of which "
         f"{res['generation_minutes']:.1f} generating images). Seed 002 Table 1 on the embedded world.",
         "",
         f"{cfg.train_tasks} train tasks (train-split prompts) and {cfg.heldout_tasks} held-out tasks"
         f" (held-out prompts), {cfg.images_per_task} world-model samples each"
-        f" ({cfg.num_inference_steps} DDIM steps, guidance 4). A synthetic labeler ranks every"
+        f" ({cfg.num_inference_steps} DDIM steps, η = {cfg.eta:g}, guidance 4, {cfg.task_prompts} prompts). A synthetic labeler ranks every"
         " task: utility = oracle probability of the preferred attribute + oracle prompt following,"
         " Gumbel noise 0.05, ties within 0.02. Accuracy = share of held-out (better, worse) pairs"
         " a reward orders the labeler's way (a tie in score counts half).",

@@ -10,12 +10,19 @@ how well the images still follow their prompts (it should not fall by more than 
     OMP_NUM_THREADS=2 python benchmarks/preference_table.py      # trains runs/preference/blurred-latent
     OMP_NUM_THREADS=2 python benchmarks/rlhf_miniature.py        # PPO against it (~8 min)
     OMP_NUM_THREADS=2 python benchmarks/rlhf_miniature.py --reward oracle:blurred --name oracle_blurred
+    # the reward model trained on the rollout sampler's images, with a small exact-KL penalty:
+    OMP_NUM_THREADS=2 python benchmarks/preference_table.py --preferences blurred --eta 1.0 \
+        --num-inference-steps 10 --task-prompts counts --work runs/preference_rollout --out /tmp/p
+    OMP_NUM_THREADS=2 python benchmarks/rlhf_miniature.py \
+        --reward learned:runs/preference_rollout/blurred-latent --name blurred_rollout_kl1e-5 \
+        --ppo.kl fixed --ppo.kl-coef 1e-5 --ppo.run-name blurred_rollout_kl1e-5
 
 Writes docs/benchmarks/rlhf_<name>.{md,json} and docs/images/rlhf_<name>.png.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -112,8 +119,8 @@ def write_report(cfg: RLHFConfig, s: dict[str, Any]) -> None:
     keep_ok = s["prompt_following_change_points"] >= -10
     md = f"""# RLHF in miniature: PPO against `{s["reward"]}`
 
-Written by `OMP_NUM_THREADS=2 python benchmarks/rlhf_miniature.py --reward {s["reward"]}
---attribute {s["attribute"]} --name {cfg.name}` ({s["minutes"]:.1f} min on 2 CPU threads).
+Written by `OMP_NUM_THREADS=2 python benchmarks/rlhf_miniature.py{"".join(" " + a for a in sys.argv[1:])}`
+({s["minutes"]:.1f} min on 2 CPU threads).
 
 Diffusion-policy PPO ({p["finetune"]} fine-tune, {p["num_updates"]} updates of
 {p["num_envs"] * p["episodes_per_update"]} images, {p["num_steps"]} DDIM steps, guidance

@@ -36,6 +36,7 @@ class ImageGenerator:
         num_inference_steps: int = 20,
         guidance_scale: float = 4.0,
         negative_prompt: str | None = None,
+        eta: float = 0.0,
         batch_size: int = 32,
         cache_size: int = 100_000,
     ) -> None:
@@ -45,6 +46,7 @@ class ImageGenerator:
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
         self.negative_prompt = negative_prompt
+        self.eta = float(eta)  # DDIM noise; > 0 samples like DiffusionDenoise-v0's stochastic steps
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
@@ -62,6 +64,7 @@ class ImageGenerator:
             list(prompts),
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
+            **({"eta": self.eta} if self.eta else {}),
             negative_prompt=[self.negative_prompt] * len(prompts) if self.negative_prompt else None,
             latents=latents.to(self.pipe.unet.dtype),
             output_type="np",

@@ -163,3 +163,18 @@ def test_reward_model_errors(tmp_path: Path) -> None:
             )
         )
         train_reward_model(TrainRewardConfig(tmp_path / "l.jsonl", tmp_path / "m"))
+
+
+def test_make_tasks_writes_a_readable_folder(tmp_path: Path) -> None:
+    from diffenvs.preference import make_tasks
+
+    tasks = make_tasks(
+        tmp_path, 2, images_per_task=2, num_inference_steps=2, eta=1.0, prompts="counts"
+    )
+    back = read_sets(tmp_path)
+    assert back == tasks and back[1].load_images().shape == (2, 64, 64, 3)
+    assert "," not in back[0].prompt  # count captions carry no style modifiers
+    with pytest.raises(ValueError, match="'world' or 'counts'"):
+        make_tasks(tmp_path, 1, prompts="nope")
+    with pytest.raises(ValueError, match="images_per_task"):
+        make_tasks(tmp_path, 1, images_per_task=1)

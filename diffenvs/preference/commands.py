@@ -19,6 +19,10 @@ class MakeTasks:
     model: str = "world"
     num_inference_steps: int = 20
     guidance_scale: float = 4.0
+    eta: float = 0.0
+    """DDIM noise; 1.0 (with the PPO run's steps) samples like the RLHF rollouts."""
+    prompts: str = "world"
+    """'world' (captions with style modifiers) or 'counts' (the captions PPO trains on)."""
     seed: int = 0
 
 
@@ -50,6 +54,8 @@ def make_tasks_command(cfg: MakeTasks) -> None:
         model=cfg.model,
         num_inference_steps=cfg.num_inference_steps,
         guidance_scale=cfg.guidance_scale,
+        eta=cfg.eta,
+        prompts=cfg.prompts,
         seed=cfg.seed,
     )
     print(f"wrote {len(tasks)} tasks to {cfg.out / 'tasks.jsonl'}")

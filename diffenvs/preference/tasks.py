@@ -20,11 +20,18 @@ def make_tasks(
     model: str = "world",
     num_inference_steps: int = 20,
     guidance_scale: float = 4.0,
+    eta: float = 0.0,
+    prompts: str = "world",
     seed: int = 0,
     id_prefix: str = "t",
 ) -> list[RankedSet]:
     """Write ``out/tasks.jsonl`` and ``out/images/*.png``: ``n_tasks`` world prompts of ``split``
-    (``train``/``heldout``), each sampled ``images_per_task`` times. Returns the tasks."""
+    (``train``/``heldout``), each sampled ``images_per_task`` times. Returns the tasks.
+
+    ``prompts="counts"`` draws the modifier-free count captions the PPO agent trains on, and
+    ``eta > 0`` samples with DDIM noise: tasks made with the rollout sampler's settings give a
+    reward model that sees what the policy will produce (seed 004 labels the policy's own samples).
+    """
     from diffenvs.envs.denoise_prompts import WorldPrompts
     from diffenvs.generate import ImageGenerator
 
@@ -35,16 +42,24 @@ def make_tasks(
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    source = WorldPrompts(split, modifier_prob)
-    prompts = [source.sample(rng) for _ in range(n_tasks)]
+    if prompts == "counts":
+        from agents.ppo_diffusion_lib import count_prompts
+
+        pool = count_prompts(split, n=max(64, n_tasks), seed=seed)
+        captions = [pool[i % len(pool)] for i in range(n_tasks)]
+    elif prompts == "world":
+        source = WorldPrompts(split, modifier_prob)
+        captions = [source.sample(rng) for _ in range(n_tasks)]
+    else:
+        raise ValueError(f"prompts must be 'world' or 'counts', got {prompts!r}.")
     gen = ImageGenerator(
-        model, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale
+        model, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta
     )
-    flat_prompts = [p for p in prompts for _ in range(images_per_task)]
+    flat_prompts = [p for p in captions for _ in range(images_per_task)]
     seeds = [int(s) for s in rng.integers(2**31 - 1, size=len(flat_prompts))]
     images = gen.images(flat_prompts, seeds)
     tasks = []
-    for t, prompt in enumerate(prompts):
+    for t, prompt in enumerate(captions):
         task_id = f"{id_prefix}{t:04d}"
         paths = []
         for k in range(images_per_task):
