@@ -6,7 +6,8 @@ Kept apart from the training script so they can be tested on plain tensors:
 * :func:`per_prompt_advantages` (critic-free, DDPO-style) and :func:`gae_advantages`.
 * :class:`FixedKLController` / :class:`AdaptiveKLController`: the coefficient β of seed 004
   eq. 5.3 (the adaptive one is Ziegler et al.'s target-KL controller).
-* Prompt sets: :func:`count_prompts` and :func:`make_prompt_source`.
+* Prompt sets: :func:`make_prompt_source` (adds the count captions of
+  :func:`diffenvs.envs.denoise_prompts.count_prompts`).
 
 Checkpoint helpers live in :mod:`agents.ppo_diffusion_checkpoint`, plots in
 :mod:`agents.ppo_diffusion_eval`.
@@ -164,32 +165,9 @@ class AdaptiveKLController:
 # World prompt sets
 
 
-def count_prompts(split: str = "train", n: int = 64, seed: int = 0) -> list[str]:
-    """World captions without style modifiers, the three counts in turn (``split``: train/heldout).
-
-    The oracle reward checks every attribute a caption names, counts included; these short
-    captions make counting a large share of what it checks.
-    """
-    from diffenvs.world.attributes import COUNTS
-    from diffenvs.world.render import is_held_out, sample_scene
-
-    if split not in ("train", "heldout"):
-        raise ValueError(f"count prompt split must be 'train' or 'heldout', got {split!r}.")
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    seen: set[str] = set()
-    while len(out) < n:
-        scene = sample_scene(rng, modifier_prob=0.0).with_(count=COUNTS[len(out) % len(COUNTS)])
-        caption = scene.caption()
-        if caption not in seen and is_held_out(caption) == (split == "heldout"):
-            seen.add(caption)
-            out.append(caption)
-    return out
-
-
 def make_prompt_source(spec: str) -> Any:
     """A prompt source for a name: the env's own specs plus 'counts' / 'counts:heldout'."""
-    from diffenvs.envs.denoise_prompts import ListPrompts
+    from diffenvs.envs.denoise_prompts import ListPrompts, count_prompts
     from diffenvs.envs.denoise_prompts import make_prompt_source as env_source
 
     if spec == "counts" or spec.startswith("counts:"):

@@ -115,6 +115,29 @@ def read_prompt_file(path: str | Path) -> list[str]:
     return prompts
 
 
+def count_prompts(split: str = "train", n: int = 64, seed: int = 0) -> list[str]:
+    """World captions without style modifiers, the three counts in turn (``split``: train/heldout).
+
+    The oracle reward checks every attribute a caption names, counts included; these short
+    captions make counting a large share of what it checks.
+    """
+    from diffenvs.world.attributes import COUNTS
+    from diffenvs.world.render import is_held_out, sample_scene
+
+    if split not in ("train", "heldout"):
+        raise ValueError(f"count prompt split must be 'train' or 'heldout', got {split!r}.")
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        scene = sample_scene(rng, modifier_prob=0.0).with_(count=COUNTS[len(out) % len(COUNTS)])
+        caption = scene.caption()
+        if caption not in seen and is_held_out(caption) == (split == "heldout"):
+            seen.add(caption)
+            out.append(caption)
+    return out
+
+
 def make_prompt_source(spec: Any = "world") -> PromptSource:
     """``"world"``/``"world:SPLIT"``, a prompt file path, a list of prompts, ``fn(rng) -> str``, or a
     :class:`PromptSource`."""

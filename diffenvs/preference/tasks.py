@@ -43,7 +43,7 @@ def make_tasks(
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     if prompts == "counts":
-        from agents.ppo_diffusion_lib import count_prompts
+        from diffenvs.envs.denoise_prompts import count_prompts
 
         pool = count_prompts(split, n=max(64, n_tasks), seed=seed)
         captions = [pool[i % len(pool)] for i in range(n_tasks)]
