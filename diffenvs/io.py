@@ -6,9 +6,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch is imported where tensors are saved, so JSON-only users start fast
+    import torch
 
 
 def _umask_mode() -> int:
@@ -38,6 +39,8 @@ def save_tensors(
     tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
 ) -> None:
     """Save a flat dict of tensors as safetensors, atomically."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -55,6 +58,8 @@ def save_tensors(
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Load safetensors with a clear error for missing or corrupt files."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}; check the path or train one first.")
