@@ -23,8 +23,7 @@ import numpy as np
 from PIL import Image
 
 from diffenvs.io import atomic_write_bytes
-
-MAX_IMAGES = 16
+from diffenvs.label.tasks import MAX_IMAGES, MIN_IMAGES  # one definition of the task format
 
 
 @dataclass
@@ -82,8 +81,8 @@ def _validate(obj: object, where: str, need_ranks: bool) -> None:
         if not isinstance(obj.get(key), typ):
             fail(f"{key!r} is missing or not a {typ.__name__}")
     images = obj["images"]
-    if not 2 <= len(images) <= MAX_IMAGES or not all(isinstance(p, str) for p in images):
-        fail(f"'images' must list 2 to {MAX_IMAGES} image paths")
+    if not MIN_IMAGES <= len(images) <= MAX_IMAGES or not all(isinstance(p, str) for p in images):
+        fail(f"'images' must list {MIN_IMAGES} to {MAX_IMAGES} image paths")
     if any(Path(p).is_absolute() for p in images):
         fail("image paths must be relative to the file's folder")
     ranks = obj.get("ranks")

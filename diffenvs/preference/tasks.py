@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from diffenvs.label.tasks import MAX_IMAGES, MIN_IMAGES
 from diffenvs.preference.data import RankedSet, write_sets
 
 
@@ -35,9 +36,10 @@ def make_tasks(
     from diffenvs.envs.denoise_prompts import WorldPrompts
     from diffenvs.generate import ImageGenerator
 
-    if n_tasks < 1 or not 2 <= images_per_task <= 16:
+    if n_tasks < 1 or not MIN_IMAGES <= images_per_task <= MAX_IMAGES:
         raise ValueError(
-            f"Need n_tasks >= 1 and 2 <= images_per_task <= 16 (got {n_tasks}, {images_per_task})."
+            f"Need n_tasks >= 1 and {MIN_IMAGES} <= images_per_task <= {MAX_IMAGES} "
+            f"(got {n_tasks}, {images_per_task})."
         )
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
