@@ -39,7 +39,8 @@ class PromptEnvArgs:
     task: int | None = 0
     """optimise this one task (per-task, as seed 001); None: train across the whole task set."""
     vocabulary: str = "default"
-    """'default' (modifiers + a few words), 'captions' (seed 001) or comma-separated words."""
+    """'default' (modifiers + a few words), 'extended' (+ colours and shapes, 26 words),
+    'captions' (seed 001) or comma-separated words."""
     n_appends: int = 2
     reward_mode: Literal["terminal", "per_step"] = "terminal"
     lambda_image: float = 1.0
@@ -55,7 +56,7 @@ class PromptEnvArgs:
 
     def kwargs(self) -> dict[str, Any]:
         vocab: Any = self.vocabulary
-        if vocab not in ("default", "captions"):
+        if vocab not in ("default", "extended", "captions"):
             vocab = [w.strip() for w in vocab.split(",")]
         return {
             "tasks": self.tasks,

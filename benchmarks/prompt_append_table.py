@@ -7,13 +7,17 @@ MaskablePPO, the learners all at the same budget of reward evaluations per task,
 seeds. Also reward evaluations per second with a cold and a warm cache, the learned prompts
 (seed 000 Table 4) and a picture like seed 000 Fig. 4. Writes docs/benchmarks/prompt_append.{json,md,png}.
 
-    OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py            # ~10-20 min, 1 thread
+    OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py            # ~35 min, 1 thread
+    OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py --budget 48 --name prompt_append_b48
+    OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py --vocabulary default --n-appends 2 \
+        --budget 48 --name prompt_append_small                            # ~7 min
     OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py --quick    # a smoke run
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -37,7 +41,7 @@ from diffenvs.envs.prompt_append import clear_caches
 from diffenvs.envs.prompt_tasks import world_tasks
 from diffenvs.io import atomic_write_bytes, write_json
 
-METHODS = ("random search", "SQL", "REINFORCE", "MaskablePPO")
+METHODS = ("random search", "SQL", "SQL (greedy)", "REINFORCE", "MaskablePPO")
 MIN_GAP = 0.02  # below this ground-truth-minus-seed gap, "share of the gap closed" is noise
 
 
@@ -48,12 +52,17 @@ class BenchConfig:
     tasks_per_category: int = 2
     """test-split world tasks per category (the first ones in the fixed order)."""
     seeds: int = 3
-    budget: int = 48
-    """reward evaluations per task for every learner."""
+    budget: int = 96
+    """reward evaluations per task for every learner (0.6 % of the extended prompt space)."""
     num_inference_steps: int = 10
     generation_seeds: tuple[int, ...] = (0, 1)
     eval_seeds: tuple[int, ...] = (100, 101, 102, 103)
-    n_appends: int = 2
+    n_appends: int = 3
+    vocabulary: str = "extended"
+    """'extended' (26 words, 3 appends: 15,600 prompts, far more than the budget) or 'default'
+    (12 words; with 2 appends its 132 prompts are nearly covered by the budget)."""
+    name: str = "prompt_append"
+    """output files: OUT/NAME.{json,md,png}."""
     out: Path = Path("docs/benchmarks")
     quick: bool = False
     """one task, one seed, budget 16: checks the script, numbers mean little."""
@@ -121,12 +130,15 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     base = PromptEnvArgs(
         tasks="world:test",
         n_appends=cfg.n_appends,
+        vocabulary=cfg.vocabulary,
         generation_seeds=cfg.generation_seeds,
         eval_seeds=cfg.eval_seeds,
         model="world",
         num_inference_steps=cfg.num_inference_steps,
     )
     speed = throughput(base)
+    vocab_size = make_env(base).unwrapped.V
+    space = int(np.prod([vocab_size - i for i in range(cfg.n_appends)]))
     clear_caches()
     runs: list[dict[str, Any]] = []
     tasks = pick_tasks(1 if cfg.quick else cfg.tasks_per_category)
@@ -167,10 +179,14 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
             }
         )
         for seed in range(cfg.seeds):
+            rep: dict[str, Any] = {}
             for name in METHODS:
                 start = time.perf_counter()
-                rep = run_method(name, env_args, cfg.budget, seed)
-                row = rep["tasks"][0]
+                if name == "SQL (greedy)":  # the same run as "SQL", its greedy decoding
+                    row = rep["greedy"][0]
+                else:
+                    rep = run_method(name, env_args, cfg.budget, seed)
+                    row = rep["tasks"][0]
                 runs.append(
                     {
                         **common,
@@ -194,18 +210,20 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     result = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "throughput": speed,
+        "vocabulary_size": vocab_size,
+        "prompt_space": space,
         "summary": summary,
         "runs": runs,
         "wall_time_s": time.perf_counter() - wall,
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.out / "prompt_append.json", result)
+    write_json(cfg.out / f"{cfg.name}.json", result)
     fig_rows = []
     for cat in sorted({r["category"] for r in runs}):
         row = next(r for r in runs if r["category"] == cat and r["method"] == "SQL")
         fig_rows.append(row)
-    picture(fig_rows, base, cfg.out / "prompt_append.png")
-    atomic_write_bytes(cfg.out / "prompt_append.md", render_markdown(result, fig_rows).encode())
+    picture(fig_rows, base, cfg.out / f"{cfg.name}.png")
+    atomic_write_bytes(cfg.out / f"{cfg.name}.md", render_markdown(result, fig_rows).encode())
     print(render_markdown(result, fig_rows))
     return result
 
@@ -243,14 +261,21 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
     lines = [
         "# PromptAppend-v0 benchmark",
         "",
-        "Written by `benchmarks/prompt_append_table.py` (do not edit by hand). Image similarity to "
+        "Written by `python benchmarks/prompt_append_table.py"
+        + "".join(" " + a for a in sys.argv[1:])
+        + "` (do not edit by hand). Image similarity to "
         "the target (seed 000 eq. 4, world CLIP) of the final prompt, averaged over the held-out "
         f"evaluation seeds {cfg['eval_seeds']}; agents trained on generation seeds "
         f"{cfg['generation_seeds']}. World test-split tasks, {cfg['tasks_per_category']} per "
-        f"category, {cfg['n_appends']} appends, default vocabulary (12 words), "
+        f"category, {cfg['n_appends']} appends, vocabulary `{cfg['vocabulary']}` "
+        f"({result['vocabulary_size']} words: {result['prompt_space']:,} appends before the seed "
+        "prompt's words are masked), "
         f"{cfg['num_inference_steps']} DDIM steps, terminal reward; every learner and random "
         f"search spent **{cfg['budget']} reward evaluations per task**, {cfg['seeds']} seeds each; "
-        "the CLIP-ranked greedy prompt spends none. Per-task optimisation (each run optimises one "
+        "the CLIP-ranked greedy prompt spends none. Random search and SQL report the "
+        "best-rewarded prompt they evaluated (on the training seeds); *SQL (greedy)* is the same "
+        "SQL run's greedy decoding of its Q-head; REINFORCE and MaskablePPO report their greedy "
+        "policy's prompt. Per-task optimisation (each run optimises one "
         "task, as in seed 001). One CPU thread; total wall time "
         f"{result['wall_time_s'] / 60:.1f} min.",
         "",
@@ -299,7 +324,7 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
         )
     lines += [
         "",
-        "![seed prompt / SQL prompt / target](prompt_append.png)",
+        f"![seed prompt / SQL prompt / target]({cfg['name']}.png)",
         "",
         "*Left: the seed prompt's image; middle: the SQL prompt's image (evaluation seed "
         f"{cfg['eval_seeds'][0]}); right: the target. Rows: "

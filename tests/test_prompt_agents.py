@@ -73,11 +73,34 @@ def test_sql_beats_random_on_tiny_task(tmp_path) -> None:
     result = sql(cfg)
     final = result["report"]["tasks"][0]
     assert result["report"]["reward_evaluations"] == 40
-    assert final["train_reward"] > random_mean
+    # No evaluation is spent twice on one prompt, and the report leads with the best of them.
+    evaluated = result["evaluated"][1]
+    assert len(evaluated) == 40
+    assert final["prompt"] == max(evaluated, key=evaluated.get)
     assert final["train_reward"] >= np.quantile(list(rewards.values()), 0.75)
+    # The Q-head itself learned: its greedy prompt beats a random prompt.
+    greedy = result["report"]["greedy"][0]
+    assert rewards[greedy["prompt"]] > random_mean
     weights = load_tensors(tmp_path / "sql_seed0" / "q_head.safetensors")
     assert any(k.endswith("weight") for k in weights)
     assert (tmp_path / "sql_seed0" / "progress.csv").read_text().startswith("reward_evaluations")
+
+
+def test_sql_greedy_output_and_repeats() -> None:
+    cfg = SQLConfig(
+        env=ENV,
+        budget=12,
+        seed=1,
+        save=False,
+        progress=False,
+        output="greedy",
+        explore_untried=False,
+    )
+    result = sql(cfg)
+    report = result["report"]
+    assert report["output"] == "greedy"
+    assert report["tasks"][0]["prompt"] == report["greedy"][0]["prompt"]
+    assert sum(1 for _ in result["evaluated"][1]) <= 12
 
 
 def test_reinforce_runs_and_decodes(tmp_path) -> None:

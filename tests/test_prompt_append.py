@@ -262,3 +262,17 @@ def test_captions_vocabulary_and_render() -> None:
     assert len(set(env.vocabulary)) == 8
     frame = env.render()
     assert frame.dtype == np.uint8 and frame.shape == (64, 130, 3)
+
+
+def test_extended_vocabulary_adds_colours_and_shapes() -> None:
+    from diffenvs.envs.prompt_tasks import DEFAULT_VOCABULARY, EXTENDED_VOCABULARY
+
+    env = make(vocabulary="extended", n_appends=3)
+    env.reset(seed=0)
+    assert env.vocabulary == list(EXTENDED_VOCABULARY) and len(env.vocabulary) == 26
+    assert set(DEFAULT_VOCABULARY) < set(EXTENDED_VOCABULARY)
+    # Words of the seed prompt (its colour and shape among them) are masked.
+    seed_words = set(env.task.seed_prompt.replace(",", " ").split())
+    masked = {w for w, ok in zip(env.vocabulary, env.action_masks(), strict=True) if not ok}
+    assert masked == {w for w in env.vocabulary if w in seed_words}
+    assert masked & {"red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"}

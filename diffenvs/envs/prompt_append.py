@@ -19,6 +19,7 @@ from PIL import Image
 
 from diffenvs.envs.prompt_tasks import (
     DEFAULT_VOCABULARY,
+    EXTENDED_VOCABULARY,
     PromptTask,
     caption_vocabulary,
     load_tasks,
@@ -74,8 +75,10 @@ class PromptAppendEnv(gym.Env):
     target image gets one generated from its ground truth with ``target_seed``.
 
     **Vocabulary.** ``vocabulary="default"``: the world's eight style modifiers, "small", "large",
-    "photo", "image". ``"captions"``: seed 001's prompt space, rebuilt per task: words of the world
-    captions closest to the target in CLIP space, ranked by CLIP similarity and cut to
+    "photo", "image". ``"extended"``: those plus the world's eight colour and six shape names (26
+    words, a prompt space no reward budget covers). ``"captions"``: seed 001's prompt space,
+    rebuilt per task: words of the world captions closest to the target in CLIP space, ranked by
+    CLIP similarity and cut to
     ``vocab_size``. Or a list of words/phrases. Word ``i`` is appended as ``separator + word``.
 
     **Actions.** ``Discrete(V)``: append vocabulary word ``a``. ``action_masks()`` (bool, ``V``) is
@@ -112,7 +115,7 @@ class PromptAppendEnv(gym.Env):
 
     Args:
         tasks: task set (see **Task**). task: fixed task index or ``None``.
-        vocabulary: ``"default"``, ``"captions"`` or a list of words. vocab_size: size of the
+        vocabulary: ``"default"``, ``"extended"``, ``"captions"`` or a list of words. vocab_size: size of the
             ``"captions"`` prompt space.
         n_appends: ``T``, words appended per episode.
         reward_mode: ``"terminal"`` or ``"per_step"``. lambda_image, lambda_text: λ_i, λ_j.
@@ -180,11 +183,13 @@ class PromptAppendEnv(gym.Env):
         self.render_mode = render_mode
         self.vocab_mode = vocabulary if isinstance(vocabulary, str) else "list"
         if isinstance(vocabulary, str):
-            if vocabulary not in ("default", "captions"):
+            named = {"default": DEFAULT_VOCABULARY, "extended": EXTENDED_VOCABULARY}
+            if vocabulary not in (*named, "captions"):
                 raise ValueError(
-                    f"Unknown vocabulary {vocabulary!r}; use 'default', 'captions' or a list of words."
+                    f"Unknown vocabulary {vocabulary!r}; use 'default', 'extended', 'captions' or "
+                    "a list of words."
                 )
-            words = list(DEFAULT_VOCABULARY) if vocabulary == "default" else [""] * int(vocab_size)
+            words = list(named.get(vocabulary, [""] * int(vocab_size)))
         else:
             words = _check_vocabulary(vocabulary)
         if not words:

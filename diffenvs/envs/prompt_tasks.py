@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from diffenvs.world.attributes import MODIFIER_CATEGORY, MODIFIERS, SIZES
+from diffenvs.world.attributes import COLOURS, MODIFIER_CATEGORY, MODIFIERS, SHAPES, SIZES
 from diffenvs.world.render import Scene, sample_scenes
 
 __all__ = [
     "DEFAULT_VOCABULARY",
+    "EXTENDED_VOCABULARY",
     "PromptTask",
     "caption_vocabulary",
     "load_task_file",
@@ -36,6 +37,9 @@ __all__ = [
 # The world's style modifiers plus a few other words the world's tokenizer knows as single tokens
 # (sizes, and the generic "photo"/"image"), so that not every action is useful.
 DEFAULT_VOCABULARY: tuple[str, ...] = (*MODIFIERS, *SIZES, "photo", "image")
+# The default words plus the world's colour and shape names (26 words): distractors that change the
+# picture in the wrong way, and a prompt space (26·25·24 sequences of three) no budget covers.
+EXTENDED_VOCABULARY: tuple[str, ...] = (*DEFAULT_VOCABULARY, *COLOURS, *SHAPES)
 _CAPTION_EMBEDDINGS: dict[tuple[int, int], tuple[list[str], Any]] = {}
 
 
