@@ -11,6 +11,7 @@ seeds. Also reward evaluations per second with a cold and a warm cache, the lear
     OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py --budget 48 --name prompt_append_b48
     OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py --vocabulary default --n-appends 2 \
         --budget 48 --name prompt_append_small                            # ~7 min
+    OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py --split train --name prompt_append_train
     OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py --quick    # a smoke run
 """
 
@@ -22,7 +23,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,8 +50,10 @@ MIN_GAP = 0.02  # below this ground-truth-minus-seed gap, "share of the gap clos
 class BenchConfig:
     """PromptAppend-v0 benchmark settings."""
 
+    split: Literal["test", "train"] = "test"
+    """world task split to benchmark on ('train' to check settings away from the test tasks)."""
     tasks_per_category: int = 2
-    """test-split world tasks per category (the first ones in the fixed order)."""
+    """world tasks per category (the first ones of the split in the fixed order)."""
     seeds: int = 3
     budget: int = 96
     """reward evaluations per task for every learner (0.6 % of the extended prompt space)."""
@@ -68,9 +71,9 @@ class BenchConfig:
     """one task, one seed, budget 16: checks the script, numbers mean little."""
 
 
-def pick_tasks(per_category: int) -> list[int]:
+def pick_tasks(per_category: int, split: str = "test") -> list[int]:
     chosen: dict[str, list[int]] = defaultdict(list)
-    for i, task in enumerate(world_tasks("test")):
+    for i, task in enumerate(world_tasks(split)):
         if len(chosen[task.category]) < per_category:
             chosen[task.category].append(i)
     return sorted(i for ids in chosen.values() for i in ids)
@@ -128,7 +131,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
         cfg.tasks_per_category, cfg.seeds, cfg.budget = 1, 1, 16
     wall = time.perf_counter()
     base = PromptEnvArgs(
-        tasks="world:test",
+        tasks=f"world:{cfg.split}",
         n_appends=cfg.n_appends,
         vocabulary=cfg.vocabulary,
         generation_seeds=cfg.generation_seeds,
@@ -141,7 +144,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     space = int(np.prod([vocab_size - i for i in range(cfg.n_appends)]))
     clear_caches()
     runs: list[dict[str, Any]] = []
-    tasks = pick_tasks(1 if cfg.quick else cfg.tasks_per_category)
+    tasks = pick_tasks(1 if cfg.quick else cfg.tasks_per_category, cfg.split)
     for index in tasks:
         env_args = PromptEnvArgs(**{**asdict(base), "task": index})
         ref = baseline(BaselineConfig(method="clip_greedy", env=env_args))["tasks"][0]
@@ -266,7 +269,8 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
         + "` (do not edit by hand). Image similarity to "
         "the target (seed 000 eq. 4, world CLIP) of the final prompt, averaged over the held-out "
         f"evaluation seeds {cfg['eval_seeds']}; agents trained on generation seeds "
-        f"{cfg['generation_seeds']}. World test-split tasks, {cfg['tasks_per_category']} per "
+        f"{cfg['generation_seeds']}. World {cfg.get('split', 'test')}-split tasks, "
+        f"{cfg['tasks_per_category']} per "
         f"category, {cfg['n_appends']} appends, vocabulary `{cfg['vocabulary']}` "
         f"({result['vocabulary_size']} words: {result['prompt_space']:,} appends before the seed "
         "prompt's words are masked), "
