@@ -224,7 +224,6 @@ def main(cfg: SQLConfig) -> dict[str, Any]:
     T = u.n_appends
     replay: list[dict[str, Any]] = []
     log: list[dict[str, float]] = []
-    best: dict[int, tuple[float, str]] = {}
     tried: dict[int, set[tuple[int, ...]]] = defaultdict(set)
     evaluated: dict[int, dict[str, float]] = defaultdict(dict)  # task -> prompt -> return
     run_dir = Path(cfg.output_dir) / (cfg.run_name or f"sql_seed{cfg.seed}")
@@ -256,10 +255,7 @@ def main(cfg: SQLConfig) -> dict[str, Any]:
             shaper.observe(task, ep["reward"], final=cfg.env.reward_mode == "terminal")
             replay.append(ep)
             tried[task].add(tuple(int(a) for a in ep["action"]))
-            total = float(ep["reward"].sum())
-            evaluated[task][info["prompt"]] = total
-            if total > best.get(task, (-np.inf, ""))[0]:
-                best[task] = (total, info["prompt"])
+            evaluated[task][info["prompt"]] = float(ep["reward"].sum())
         bar.update(u.reward_evaluations - bar.n)
         # --- path-consistency updates on episodes from the replay buffer
         paid = np.zeros(T, bool)
@@ -304,7 +300,7 @@ def main(cfg: SQLConfig) -> dict[str, Any]:
     train_time = time.perf_counter() - start
     spent = u.reward_evaluations
     greedy_prompts = {t: u.prompt_of(decode(env, greedy(net), t)) for t in tasks}
-    best_seen = {t: p for t, (_, p) in best.items()}
+    best_seen = {t: max(seen, key=seen.get) for t, seen in evaluated.items()}
     prompts = {**greedy_prompts, **best_seen} if cfg.output == "best_seen" else greedy_prompts
     report = final_report(
         env,

@@ -4,7 +4,7 @@ training seeds".
 Scores every possible append sequence of each benchmark task on the training generation seeds,
 keeps the best one and reports its similarity on the held-out evaluation seeds (what random search
 and SQL report for the prompts they evaluated). In the small prompt space (12 words, 2 appends:
-132 prompts) a 48-evaluation random search already sits at this ceiling, so no method that picks
+90-110 allowed prompts per task) a 48-evaluation random search already sits at this ceiling, so no method that picks
 its prompt by training reward can beat it there; the extended space is too large to enumerate.
 
     OMP_NUM_THREADS=1 python benchmarks/prompt_append_ceiling.py     # ~5 min, 1 thread

@@ -18,6 +18,7 @@ seeds. Also reward evaluations per second with a cold and a warm cache, the lear
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import defaultdict
@@ -141,7 +142,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     )
     speed = throughput(base)
     vocab_size = make_env(base).unwrapped.V
-    space = int(np.prod([vocab_size - i for i in range(cfg.n_appends)]))
+    space = math.perm(vocab_size, cfg.n_appends)
     clear_caches()
     runs: list[dict[str, Any]] = []
     tasks = pick_tasks(1 if cfg.quick else cfg.tasks_per_category, cfg.split)
