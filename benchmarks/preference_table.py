@@ -12,6 +12,7 @@ labeler's way. Writes docs/benchmarks/preference.{md,json}.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ class PreferenceBenchConfig:
     """DDIM noise of the task images (1.0 with 10 steps is the RLHF rollout sampler)."""
     task_prompts: str = "world"
     """'world' (captions with modifiers) or 'counts' (the modifier-free captions PPO trains on)."""
+    train_mismatched: int = 0
+    """images per train task drawn from the prompt with one attribute changed (the labeler ranks
+    them low for not following the prompt; held-out tasks never have them)."""
+    train_styled: int = 0
+    """images per train task drawn from the prompt with a random style modifier appended (more
+    varied candidates; held-out tasks never have them)."""
     work: Path = Path("runs/preference")
     """Tasks, labels and trained models go here (reused when present)."""
     out: Path = Path("docs/benchmarks")
@@ -68,6 +75,8 @@ def _tasks(cfg: PreferenceBenchConfig, split: str, n: int, seed: int) -> list:
         prompts=cfg.task_prompts,
         seed=seed,
         id_prefix="h" if split == "heldout" else "t",
+        mismatched=cfg.train_mismatched if split == "train" else 0,
+        styled=cfg.train_styled if split == "train" else 0,
     )
 
 
@@ -134,11 +143,12 @@ def run(cfg: PreferenceBenchConfig) -> dict:
         results["preferences"][pref] = row
     results["baseline_ms_per_image"] = {n: baseline_scores[n + "_ms"] for n in BASELINES}
     results["minutes"] = (time.perf_counter() - t0) / 60
+    results["threads"] = torch.get_num_threads()
     return results
 
 
 def _args() -> str:
-    return "".join(" " + a for a in sys.argv[1:])
+    return "".join(" " + shlex.quote(a) for a in sys.argv[1:])
 
 
 def write_report(cfg: PreferenceBenchConfig, res: dict) -> None:
@@ -154,9 +164,9 @@ def write_report(cfg: PreferenceBenchConfig, res: dict) -> None:
     lines = [
         "# Preference accuracy on held-out synthetic comparisons",
         "",
-        f"Written by `OMP_NUM_THREADS=2 python benchmarks/preference_table.py{_args()}`"
+        f"Written by `python benchmarks/preference_table.py{_args()}`"
         f" ({res['minutes']:.1f} min"
-        " on 2 CPU threads, of which "
+        f" on {res.get('threads', 2)} CPU thread(s), of which "
         f"{res['generation_minutes']:.1f} generating images). Seed 002 Table 1 on the embedded world.",
         "",
         f"{cfg.train_tasks} train tasks (train-split prompts) and {cfg.heldout_tasks} held-out tasks"
@@ -164,7 +174,20 @@ def write_report(cfg: PreferenceBenchConfig, res: dict) -> None:
         f" ({cfg.num_inference_steps} DDIM steps, η = {cfg.eta:g}, guidance 4, {cfg.task_prompts} prompts). A synthetic labeler ranks every"
         " task: utility = oracle probability of the preferred attribute + oracle prompt following,"
         " Gumbel noise 0.05, ties within 0.02. Accuracy = share of held-out (better, worse) pairs"
-        " a reward orders the labeler's way (a tie in score counts half).",
+        " a reward orders the labeler's way (a tie in score counts half)."
+        + (
+            f" In each train task {cfg.train_mismatched} image(s) came from the prompt"
+            " with one attribute (count, shape, colour, position or scene) changed, so the"
+            " labeler's prompt-following term ranks them low; held-out tasks have none."
+            if cfg.train_mismatched
+            else ""
+        )
+        + (
+            f" In each train task {cfg.train_styled} image(s) came from the prompt with"
+            " a random style modifier appended (the task still shows the plain prompt)."
+            if cfg.train_styled
+            else ""
+        ),
         "",
         "| reward | " + " | ".join(f"prefers *{p}*" for p in prefs) + " |",
         "|---|" + "---|" * len(prefs),

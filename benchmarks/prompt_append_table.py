@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 import time
 from collections import defaultdict
@@ -68,6 +69,8 @@ class BenchConfig:
     name: str = "prompt_append"
     """output files: OUT/NAME.{json,md,png}."""
     out: Path = Path("docs/benchmarks")
+    methods: tuple[str, ...] = METHODS
+    """the searchers/learners to run ('SQL (greedy)' comes with 'SQL')."""
     quick: bool = False
     """one task, one seed, budget 16: checks the script, numbers mean little."""
 
@@ -130,6 +133,17 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     torch.set_num_threads(1)
     if cfg.quick:
         cfg.tasks_per_category, cfg.seeds, cfg.budget = 1, 1, 16
+    unknown = set(cfg.methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"Unknown methods {sorted(unknown)}; choose from {list(METHODS)}.")
+    if not {"SQL", "random search"} <= set(cfg.methods):
+        raise ValueError(
+            "--methods must include 'SQL' and 'random search' (the picture shows SQL's prompts and "
+            f"every method is compared with random search); got {list(cfg.methods)}."
+        )
+    methods = [
+        m for m in METHODS if m in cfg.methods or (m == "SQL (greedy)" and "SQL" in cfg.methods)
+    ]
     wall = time.perf_counter()
     base = PromptEnvArgs(
         tasks=f"world:{cfg.split}",
@@ -184,7 +198,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
         )
         for seed in range(cfg.seeds):
             rep: dict[str, Any] = {}
-            for name in METHODS:
+            for name in methods:
                 start = time.perf_counter()
                 if name == "SQL (greedy)":  # the same run as "SQL", its greedy decoding
                     row = rep["greedy"][0]
@@ -210,13 +224,14 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
                     f"{row['similarity']:.3f}  +{row['appended']!r}",
                     flush=True,
                 )
-    summary = summarise(runs)
+    summary = summarise(runs, methods)
     result = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "throughput": speed,
         "vocabulary_size": vocab_size,
         "prompt_space": space,
         "summary": summary,
+        "paired_vs_random": paired_vs_random(runs, methods),
         "runs": runs,
         "wall_time_s": time.perf_counter() - wall,
     }
@@ -232,7 +247,31 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     return result
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+def paired_vs_random(runs: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, float]]:
+    """Per method: its similarity minus random search's on the same (task, seed), mean ± SE."""
+    if "random search" not in methods:
+        return {}
+    rand = {(r["task"], r["seed"]): r["similarity"] for r in runs if r["method"] == "random search"}
+    out = {}
+    for method in methods:
+        if method == "random search":
+            continue
+        diff = np.array(
+            [r["similarity"] - rand[(r["task"], r["seed"])] for r in runs if r["method"] == method]
+        )
+        out[method] = {
+            "mean": float(diff.mean()),
+            "se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan"),
+            "wins": int((diff > 0).sum()),
+            "ties": int((diff == 0).sum()),
+            "n": len(diff),
+        }
+    return out
+
+
+def summarise(
+    runs: list[dict[str, Any]], methods: list[str]
+) -> dict[str, dict[str, dict[str, float]]]:
     """Per category (and "all") and method: mean similarity, std over seeds, share of the gap."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for cat in [*sorted({r["category"] for r in runs}), "all"]:
@@ -240,7 +279,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
         seed_sim = np.mean([r["similarity"] for r in rows if r["method"] == "seed prompt"])
         gt_sim = np.mean([r["similarity"] for r in rows if r["method"] == "ground truth"])
         out[cat] = {}
-        for method in ("seed prompt", "ground truth", "CLIP greedy", *METHODS):
+        for method in ("seed prompt", "ground truth", "CLIP greedy", *methods):
             sims = [r["similarity"] for r in rows if r["method"] == method]
             per_seed = defaultdict(list)
             for r in rows:
@@ -261,12 +300,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
 
 def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> str:
     cfg, summary, speed = result["config"], result["summary"], result["throughput"]
-    methods = ["seed prompt", "ground truth", "CLIP greedy", *METHODS]
+    learners = list(summary["all"])[3:]
+    methods = ["seed prompt", "ground truth", "CLIP greedy", *learners]
     lines = [
         "# PromptAppend-v0 benchmark",
         "",
         "Written by `python benchmarks/prompt_append_table.py"
-        + "".join(" " + a for a in sys.argv[1:])
+        + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
         + "` (do not edit by hand). Image similarity to "
         "the target (seed 000 eq. 4, world CLIP) of the final prompt, averaged over the held-out "
         f"evaluation seeds {cfg['eval_seeds']}; agents trained on generation seeds "
@@ -306,6 +346,21 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
             cells.append(cell)
         name = f"**{cat}**" if cat == "all" else cat
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    paired = result.get("paired_vs_random", {})
+    if paired:
+        lines += [
+            "",
+            "Paired against random search (same task and seed; a method's similarity minus random "
+            "search's, mean ± standard error over the runs):",
+            "",
+            "| method | difference | better / tied / worse |",
+            "|---|---|---|",
+        ]
+        for m, d in paired.items():
+            worse = d["n"] - d["wins"] - d["ties"]
+            lines.append(
+                f"| {m} | {d['mean']:+.3f} ± {d['se']:.3f} | {d['wins']} / {d['ties']} / {worse} |"
+            )
     lines += [
         "",
         f"Reward evaluations/s (each = {speed['images_per_evaluation']} images + CLIP): "

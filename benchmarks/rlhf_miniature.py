@@ -22,6 +22,7 @@ Writes docs/benchmarks/rlhf_<name>.{md,json} and docs/images/rlhf_<name>.png.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -119,8 +120,8 @@ def write_report(cfg: RLHFConfig, s: dict[str, Any]) -> None:
     keep_ok = s["prompt_following_change_points"] >= -10
     md = f"""# RLHF in miniature: PPO against `{s["reward"]}`
 
-Written by `OMP_NUM_THREADS=2 python benchmarks/rlhf_miniature.py{"".join(" " + a for a in sys.argv[1:])}`
-({s["minutes"]:.1f} min on 2 CPU threads).
+Written by `python benchmarks/rlhf_miniature.py{"".join(" " + shlex.quote(a) for a in sys.argv[1:])}`
+({s["minutes"]:.1f} min on {p["torch_threads"]} CPU thread(s); other jobs may have shared the CPU).
 
 Diffusion-policy PPO ({p["finetune"]} fine-tune, {p["num_updates"]} updates of
 {p["num_envs"] * p["episodes_per_update"]} images, {p["num_steps"]} DDIM steps, guidance

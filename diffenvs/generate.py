@@ -58,7 +58,10 @@ class ImageGenerator:
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         unet = self.pipe.unet
         shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-        # Per-image generators make each image independent of its batch-mates.
+        # Per-image generators make each starting latent independent of its batch-mates. With
+        # eta > 0 the sampler's step noise still comes from torch's global stream (so it depends
+        # on the batch); passing these generators to the pipeline would change every image made
+        # with eta > 0 so far, so that waits for a regeneration of those task sets.
         latents = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
         out = self.pipe(
             list(prompts),

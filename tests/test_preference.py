@@ -178,3 +178,35 @@ def test_make_tasks_writes_a_readable_folder(tmp_path: Path) -> None:
         make_tasks(tmp_path, 1, prompts="nope")
     with pytest.raises(ValueError, match="images_per_task"):
         make_tasks(tmp_path, 1, images_per_task=1)
+
+
+def test_make_tasks_mismatched_images_change_one_image_per_task(tmp_path: Path) -> None:
+    from diffenvs.preference import make_tasks
+
+    # eta = 0: with DDIM noise the step noise is not per image (see ImageGenerator).
+    kw = {"images_per_task": 2, "num_inference_steps": 2, "eta": 0.0, "prompts": "counts"}
+    plain = make_tasks(tmp_path / "plain", 3, **kw)
+    mixed = make_tasks(tmp_path / "mixed", 3, mismatched=1, **kw)
+    for a, b in zip(plain, mixed, strict=True):
+        assert a.prompt == b.prompt  # the task still shows its own prompt
+        same = [np.array_equal(x, y) for x, y in zip(a.load_images(), b.load_images(), strict=True)]
+        assert sorted(same) == [False, True]  # one image from a changed prompt, one untouched
+    with pytest.raises(ValueError, match=r"mismatched \+ styled must be in 0\.\.1"):
+        make_tasks(tmp_path / "bad", 1, mismatched=2, **kw)
+
+
+def test_varied_prompt_changes_one_attribute_or_adds_one_style() -> None:
+    from diffenvs.preference.tasks import varied_prompt
+    from diffenvs.world.attributes import MODIFIERS
+    from diffenvs.world.render import parse_prompt
+
+    prompt = "three small pink triangles on the left of a night sky"
+    base = parse_prompt(prompt)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        changed = parse_prompt(varied_prompt(prompt, "attribute", rng))
+        assert sum(changed.get(k) != v for k, v in base.items()) == 1
+        styled = varied_prompt(prompt, "style", rng)
+        assert styled.startswith(prompt + ", ") and styled.rsplit(", ", 1)[1] in MODIFIERS
+    with pytest.raises(ValueError, match="does not name the world attributes"):
+        varied_prompt("a cat", "style", rng)

@@ -19,6 +19,7 @@ import torch
 from gymnasium import spaces
 from PIL import Image
 
+from diffenvs.envs.checks import discrete_action
 from diffenvs.grammar import Grammar, load_grammar
 from diffenvs.world.attributes import ATTRIBUTE_CLASSES, MODIFIER_CATEGORIES, MODIFIER_CATEGORY
 from diffenvs.world.render import Scene, parse_prompt, render
@@ -605,7 +606,12 @@ class GrammarGridEnv(gym.Env):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if not self._reset_done:
             raise RuntimeError("Call reset() before step(); the episode has not started.")
-        a = _check_action(action, self.action_space.n)
+        a = discrete_action(
+            action,
+            self.action_space.n,
+            "2k: +1 on axis k, 2k+1: -1",
+            f"; the grid has {self.action_space.n // 2} axes, 2 actions each",
+        )
         axis, delta = divmod(a, 2)
         delta = 1 if delta == 0 else -1
         pos = list(self._pos)
@@ -650,23 +656,6 @@ def _check_choice(
     if value not in allowed:
         raise ValueError(f"Unknown {name} {value!r}; use one of {list(allowed)} ({meaning}).")
     return value
-
-
-def _check_action(action: Any, n: int) -> int:
-    arr = np.asarray(action)
-    if arr.size != 1 or not (
-        np.issubdtype(arr.dtype, np.integer)
-        or (np.issubdtype(arr.dtype, np.floating) and float(arr.reshape(-1)[0]).is_integer())
-    ):
-        raise ValueError(
-            f"Action {action!r} must be one integer in 0..{n - 1} (2k: +1 on axis k, 2k+1: -1)."
-        )
-    a = int(arr.reshape(-1)[0])
-    if not 0 <= a < n:
-        raise ValueError(
-            f"Action {a} is outside 0..{n - 1}; the grid has {n // 2} axes, 2 actions each."
-        )
-    return a
 
 
 def _as_uint8_image(image: Any) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from gymnasium import spaces
 from PIL import Image
 
+from diffenvs.envs.checks import discrete_action
 from diffenvs.envs.prompt_tasks import (
     DEFAULT_VOCABULARY,
     EXTENDED_VOCABULARY,
@@ -418,7 +419,12 @@ class PromptAppendEnv(gym.Env):
             raise RuntimeError("Call reset() before step(); the episode has not started.")
         if len(self._tokens) >= self.n_appends:
             raise RuntimeError("The episode is over (all words appended); call reset().")
-        a = _check_action(action, self.V)
+        a = discrete_action(
+            action,
+            self.V,
+            "a vocabulary index",
+            f": the vocabulary has {self.V} words (env.vocabulary)",
+        )
         mask = self.action_masks()
         redirected = None
         if not mask[a]:
@@ -463,20 +469,3 @@ def _check_vocabulary(words: Sequence[str]) -> list[str]:
             raise ValueError(f"Vocabulary word {w.strip()!r} appears twice; remove the duplicate.")
         out.append(w.strip())
     return out
-
-
-def _check_action(action: Any, n: int) -> int:
-    arr = np.asarray(action)
-    if arr.size != 1 or not (
-        np.issubdtype(arr.dtype, np.integer)
-        or (np.issubdtype(arr.dtype, np.floating) and float(arr.reshape(-1)[0]).is_integer())
-    ):
-        raise ValueError(
-            f"Action {action!r} must be one integer in 0..{n - 1} (a vocabulary index)."
-        )
-    a = int(arr.reshape(-1)[0])
-    if not 0 <= a < n:
-        raise ValueError(
-            f"Action {a} is outside 0..{n - 1}: the vocabulary has {n} words (env.vocabulary)."
-        )
-    return a

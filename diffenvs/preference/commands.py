@@ -23,6 +23,12 @@ class MakeTasks:
     """DDIM noise; 1.0 (with the PPO run's steps) samples like the RLHF rollouts."""
     prompts: str = "world"
     """'world' (captions with style modifiers) or 'counts' (the captions PPO trains on)."""
+    mismatched: int = 0
+    """Images per task drawn from the prompt with one attribute changed (a labeler who wants the
+    prompt followed ranks them low, which teaches a reward model to check the prompt)."""
+    styled: int = 0
+    """Images per task drawn from the prompt with a random style modifier appended (more varied
+    candidates for the labeler)."""
     seed: int = 0
 
 
@@ -57,6 +63,8 @@ def make_tasks_command(cfg: MakeTasks) -> None:
         eta=cfg.eta,
         prompts=cfg.prompts,
         seed=cfg.seed,
+        mismatched=cfg.mismatched,
+        styled=cfg.styled,
     )
     print(f"wrote {len(tasks)} tasks to {cfg.out / 'tasks.jsonl'}")
 
