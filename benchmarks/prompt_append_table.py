@@ -300,7 +300,7 @@ def summarise(
 
 def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> str:
     cfg, summary, speed = result["config"], result["summary"], result["throughput"]
-    learners = list(summary["all"])[3:]
+    learners = [m for m in METHODS if m in summary["all"]]
     methods = ["seed prompt", "ground truth", "CLIP greedy", *learners]
     lines = [
         "# PromptAppend-v0 benchmark",
@@ -319,8 +319,13 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
         f"search spent **{cfg['budget']} reward evaluations per task**, {cfg['seeds']} seeds each; "
         "the CLIP-ranked greedy prompt spends none. Random search and SQL report the "
         "best-rewarded prompt they evaluated (on the training seeds); *SQL (greedy)* is the same "
-        "SQL run's greedy decoding of its Q-head; REINFORCE and MaskablePPO report their greedy "
-        "policy's prompt. Per-task optimisation (each run optimises one "
+        "SQL run's greedy decoding of its Q-head"
+        + (
+            "; REINFORCE and MaskablePPO report their greedy policy's prompt"
+            if {"REINFORCE", "MaskablePPO"} & set(learners)
+            else ""
+        )
+        + ". Per-task optimisation (each run optimises one "
         "task, as in seed 001). One CPU thread; total wall time "
         f"{result['wall_time_s'] / 60:.1f} min.",
         "",
@@ -331,7 +336,8 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
         "| category | " + " | ".join(methods) + " |",
         "|---|" + "---|" * len(methods),
     ]
-    for cat, row in summary.items():
+    for cat in sorted(summary, key=lambda c: (c == "all", c)):  # "all" last
+        row = summary[cat]
         cells = []
         for m in methods:
             s = row[m]
