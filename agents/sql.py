@@ -313,7 +313,11 @@ def main(cfg: SQLConfig) -> dict[str, Any]:
         cache_hit_rate=u.cache_stats.hit_rate,
     )
     # The greedy decoding, scored the same way, whichever prompt the report leads with.
-    report["greedy"] = final_report(env, greedy_prompts, cfg.env.eval_seeds)["tasks"]
+    report["greedy"] = (
+        final_report(env, greedy_prompts, cfg.env.eval_seeds)["tasks"]
+        if cfg.output == "best_seen"
+        else report["tasks"]
+    )
     if cfg.save:
         save_tensors(
             dict(net.state_dict()),

@@ -98,3 +98,12 @@ def test_held_out_split_is_fixed_and_about_ten_percent():
     assert 0.07 < share < 0.13
     assert all(is_held_out(s.caption()) for s in sample_scenes(20, seed=1, split="heldout"))
     assert not any(is_held_out(s.caption()) for s in sample_scenes(20, seed=1, split="train"))
+
+
+def test_scene_from_prompt_keeps_defaults_and_the_later_modifier_of_a_category() -> None:
+    from diffenvs.world.render import Scene, scene_from_prompt
+
+    scene = scene_from_prompt("two small blue stars on a beach, striped, dotted, glowing")
+    assert (scene.count, scene.size, scene.colour, scene.shape) == ("two", "small", "blue", "star")
+    assert scene.position == Scene().position  # not named: the default
+    assert set(scene.modifiers) == {"dotted", "glowing"}  # dotted replaced striped (pattern)

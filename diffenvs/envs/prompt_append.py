@@ -26,8 +26,7 @@ from diffenvs.envs.prompt_tasks import (
     load_tasks,
 )
 from diffenvs.generate import CacheStats
-from diffenvs.world.attributes import MODIFIER_CATEGORY
-from diffenvs.world.render import Scene, parse_prompt, render
+from diffenvs.world.render import render, scene_from_prompt
 
 __all__ = ["PromptAppendEnv", "RenderedImages", "clear_caches"]
 
@@ -57,10 +56,7 @@ class RenderedImages:
     def images(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
         out = []
         for prompt, seed in zip(prompts, seeds, strict=True):
-            found = parse_prompt(prompt)
-            mods = {MODIFIER_CATEGORY[m]: m for m in found.pop("modifiers", [])}
-            scene = Scene(**found, modifiers=tuple(mods.values()))  # type: ignore[arg-type]
-            out.append(np.asarray(render(scene, int(seed))))
+            out.append(np.asarray(render(scene_from_prompt(prompt), int(seed))))
         self.stats.misses += len(out)
         return np.stack(out)
 
@@ -79,8 +75,7 @@ class PromptAppendEnv(gym.Env):
     "photo", "image". ``"extended"``: those plus the world's eight colour and six shape names (26
     words, a prompt space no reward budget covers). ``"captions"``: seed 001's prompt space,
     rebuilt per task: words of the world captions closest to the target in CLIP space, ranked by
-    CLIP similarity and cut to
-    ``vocab_size``. Or a list of words/phrases. Word ``i`` is appended as ``separator + word``.
+    CLIP similarity and cut to ``vocab_size``. Or a list of words/phrases. Word ``i`` is appended as ``separator + word``.
 
     **Actions.** ``Discrete(V)``: append vocabulary word ``a``. ``action_masks()`` (bool, ``V``) is
     False for words already in the prompt (appended or in the seed prompt): no repeats. A masked
@@ -116,8 +111,8 @@ class PromptAppendEnv(gym.Env):
 
     Args:
         tasks: task set (see **Task**). task: fixed task index or ``None``.
-        vocabulary: ``"default"``, ``"extended"``, ``"captions"`` or a list of words. vocab_size: size of the
-            ``"captions"`` prompt space.
+        vocabulary: ``"default"``, ``"extended"``, ``"captions"`` or a list of words.
+            vocab_size: size of the ``"captions"`` prompt space.
         n_appends: ``T``, words appended per episode.
         reward_mode: ``"terminal"`` or ``"per_step"``. lambda_image, lambda_text: λ_i, λ_j.
         generation_seeds: the seeds each prompt's images are generated with (reward average).

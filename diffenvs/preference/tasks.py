@@ -104,17 +104,15 @@ def varied_prompt(prompt: str, change: str, rng: np.random.Generator) -> str:
     or scene) or with a random style modifier of an unused category appended (``"style"``)."""
     from diffenvs.label.demo import perturb
     from diffenvs.world.attributes import MODIFIER_CATEGORY, MODIFIERS
-    from diffenvs.world.render import Scene, parse_prompt
+    from diffenvs.world.render import parse_prompt, scene_from_prompt
 
-    parsed = parse_prompt(prompt)
-    modifiers = tuple(parsed.pop("modifiers", ()))
-    missing = {"count", "size", "colour", "shape", "position", "scene"} - set(parsed)
+    missing = {"count", "size", "colour", "shape", "position", "scene"} - set(parse_prompt(prompt))
     if missing:
         raise ValueError(
             f"Cannot vary {prompt!r}: it does not name the world attributes {sorted(missing)}; "
             "use world or count captions."
         )
-    scene = Scene(**parsed, modifiers=modifiers)
+    scene = scene_from_prompt(prompt)
     if change == "attribute":
         return perturb(scene, 1, rng).caption()
     used = {MODIFIER_CATEGORY[m] for m in scene.modifiers}

@@ -189,6 +189,14 @@ def parse_prompt(prompt: str) -> dict[str, str | list[str]]:
     return found
 
 
+def scene_from_prompt(prompt: str) -> Scene:
+    """The scene a prompt describes (:func:`parse_prompt`): attributes it does not name keep
+    :class:`Scene`'s defaults, and within a modifier category the later modifier wins."""
+    found = parse_prompt(prompt)
+    mods = {MODIFIER_CATEGORY[m]: m for m in found.pop("modifiers", [])}
+    return Scene(**found, modifiers=tuple(mods.values()))  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------------------------
 # Drawing
 
