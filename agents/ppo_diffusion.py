@@ -113,7 +113,9 @@ class PPODiffusionConfig:
     kl_horizon: float = 2000.0
     reward_norm: Literal["fit", "none"] = "fit"
     """'fit': (r - mu) / sigma with the base model's reward statistics on the eval samples."""
-    finetune: Literal["lora", "full"] = "lora"
+    finetune: Literal["lora", "full", "cross_attention"] = "lora"
+    """'lora' (peft adapters on lora_targets), 'full' (every UNet weight) or 'cross_attention'
+    (only the keys and values of the text cross-attention, as Custom Diffusion trains)."""
     lora_rank: int = 4
     lora_alpha: float = 4.0
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")

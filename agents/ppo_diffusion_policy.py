@@ -106,7 +106,8 @@ class ValueNet(nn.Module):
 
 
 def build_policy_unet(base_unet: nn.Module, cfg: PPODiffusionConfig) -> nn.Module:
-    """A trainable copy of the base UNet: LoRA adapters (peft) or every weight."""
+    """A trainable copy of the base UNet: LoRA adapters (peft), every weight, or the
+    cross-attention keys and values."""
     unet = copy.deepcopy(base_unet)
     unet.requires_grad_(False)
     if cfg.finetune == "lora":
@@ -127,8 +128,27 @@ def build_policy_unet(base_unet: nn.Module, cfg: PPODiffusionConfig) -> nn.Modul
             p.requires_grad_("lora_" in name)
     elif cfg.finetune == "full":
         unet.requires_grad_(True)
+    elif cfg.finetune == "cross_attention":
+        # Custom Diffusion's choice: only the keys and values that read the text move, so what a
+        # prompt does can change while the image pathway (layout, colours) stays the base model's.
+        trained = [
+            p
+            for name, module in unet.named_modules()
+            if name.endswith("attn2")
+            for proj in ("to_k", "to_v")
+            for p in getattr(module, proj).parameters()
+        ]
+        if not trained:
+            raise ValueError(
+                "finetune='cross_attention' found no cross-attention (attn2) modules in the UNet; "
+                "use finetune='lora' or 'full' for a UNet without text cross-attention."
+            )
+        for p in trained:
+            p.requires_grad_(True)
     else:
-        raise ValueError(f"finetune must be 'lora' or 'full', got {cfg.finetune!r}.")
+        raise ValueError(
+            f"finetune must be 'lora', 'full' or 'cross_attention', got {cfg.finetune!r}."
+        )
     return unet
 
 

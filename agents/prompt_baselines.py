@@ -163,14 +163,12 @@ def clip_greedy(env: gym.Env) -> dict[int, str]:
     out: dict[int, str] = {}
     for index in task_indices(env):
         env.reset(options={"task": index})
-        target = u._target_embedding(u.task)
         tokens: list[int] = []
         for _ in range(u.n_appends):
             mask = u.action_masks()
             mask[tokens] = False
-            cands = np.flatnonzero(mask)
-            sims = u._text_embeddings([u.prompt_of([*tokens, int(c)]) for c in cands]) @ target
-            tokens.append(int(cands[int(np.argmax(sims))]))
+            sims = np.where(mask, u.candidate_similarities(tokens), -np.inf)
+            tokens.append(int(np.argmax(sims)))
         out[index] = u.prompt_of(tokens)
     return out
 

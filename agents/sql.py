@@ -60,6 +60,14 @@ class SQLConfig:
     minibatch: int = 16
     """episodes per gradient step, sampled from the replay buffer (all episodes so far)."""
     hidden: tuple[int, ...] = (256,)
+    q_head: Literal["mlp", "candidates"] = "mlp"
+    """``mlp``: one Q-value per word from the observation (RLPrompt). ``candidates``: every word
+    scored by one shared network from its own features, including the CLIP text-image
+    similarity of the prompt it would make (seed 001's prior), plus a learned per-word bias; the
+    env is made with ``observe_candidates=True``."""
+    prior_weight: float = 0.3
+    """``candidates`` head: initial weight of the z-scored CLIP similarity added to Q (0: the
+    policy starts uniform)."""
     learning_rate: float = 1e-3
     gamma: float = 1.0
     temperature: float = 0.3
@@ -86,6 +94,9 @@ class SQLConfig:
     threads: int = 1
     output_dir: str = "runs/sql"
     run_name: str | None = None
+    evaluate: bool = True
+    """decode and score the final prompt of every training task on the evaluation seeds (off when
+    the Q-head is judged elsewhere, e.g. on unseen tasks: benchmarks/prompt_append_transfer.py)."""
     save: bool = True
     progress: bool = True
 
@@ -111,13 +122,50 @@ class QHead(nn.Module):
         return self.mlp(obs)
 
 
+class CandidateQHead(nn.Module):
+    """Q(s, w) for every word ``w`` by one network over per-word features.
+
+    The observation must end with the ``V`` CLIP text-image similarities of the prompts one more
+    word would make (``observe_candidates=True``). Each word's input is the state context, a
+    learned word embedding and its similarity (raw and z-scored over the vocabulary); the z-score
+    also enters Q directly with a learned weight, so the untrained policy already follows the CLIP
+    prior and learning corrects it where the prior is wrong.
+    """
+
+    def __init__(
+        self, obs_dim: int, n_words: int, hidden: int = 256, prior_weight: float = 0.3
+    ) -> None:
+        super().__init__()
+        if obs_dim <= n_words:
+            raise ValueError(
+                f"CandidateQHead needs an observation that ends with the {n_words} candidate "
+                f"similarities, but it has only {obs_dim} entries; make the env with "
+                "observe_candidates=True."
+            )
+        self.n_words = n_words
+        self.context = nn.Linear(obs_dim - n_words, hidden)
+        self.word = nn.Parameter(0.1 * torch.randn(n_words, hidden))
+        self.similarity = nn.Linear(2, hidden)
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.prior = nn.Parameter(torch.tensor(float(prior_weight)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        state, sims = obs[..., : -self.n_words], obs[..., -self.n_words :]
+        z = (sims - sims.mean(-1, keepdim=True)) / (sims.std(-1, keepdim=True) + 0.02)
+        features = self.similarity(torch.stack([sims, z], dim=-1))
+        h = torch.relu(self.context(state)[..., None, :] + self.word + features)
+        return self.out(h)[..., 0] + self.prior * z
+
+
 def soft_value(q: torch.Tensor, mask: torch.Tensor, tau: float) -> torch.Tensor:
     """``τ·logsumexp(Q/τ)`` over allowed actions (``mask`` True)."""
     return tau * torch.logsumexp(q.masked_fill(~mask, -1e9) / tau, dim=-1)
 
 
 def pcl_losses(
-    net: QHead, target: QHead, batch: dict[str, torch.Tensor], gamma: float, tau: float
+    net: nn.Module, target: nn.Module, batch: dict[str, torch.Tensor], gamma: float, tau: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Single- and multi-step path-consistency losses of a batch of equal-length episodes.
 
@@ -172,7 +220,18 @@ class RewardShaper:
 # Training
 
 
-def act(net: QHead, obs: np.ndarray, mask: np.ndarray, tau: float, eps: float, rng: Any) -> int:
+def sql_env_options(cfg: SQLConfig) -> dict[str, Any]:
+    """Env options the Q-head needs (also for envs that decode a trained head)."""
+    return {"observe_candidates": True} if cfg.q_head == "candidates" else {}
+
+
+def make_q_head(cfg: SQLConfig, obs_dim: int, n_words: int) -> nn.Module:
+    if cfg.q_head == "candidates":
+        return CandidateQHead(obs_dim, n_words, cfg.hidden[0], cfg.prior_weight)
+    return QHead(obs_dim, n_words, cfg.hidden)
+
+
+def act(net: nn.Module, obs: np.ndarray, mask: np.ndarray, tau: float, eps: float, rng: Any) -> int:
     """Sample from the soft policy (with ε-uniform exploration), allowed words only."""
     allowed = np.flatnonzero(mask)
     if rng.random() < eps:
@@ -199,7 +258,7 @@ def exhausted_words(
     return out
 
 
-def greedy(net: QHead) -> Any:
+def greedy(net: nn.Module) -> Any:
     def choose(obs: np.ndarray, mask: np.ndarray) -> int:
         with torch.no_grad():
             q = net(torch.as_tensor(obs)[None])[0].numpy()
@@ -211,12 +270,12 @@ def greedy(net: QHead) -> Any:
 def main(cfg: SQLConfig) -> dict[str, Any]:
     seed_everything(cfg.seed, cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    env = make_env(cfg.env)
+    env = make_env(cfg.env, **sql_env_options(cfg))
     obs, _ = env.reset(seed=cfg.seed)
     u = env.unwrapped
     if not isinstance(obs, np.ndarray):
         raise ValueError("SQL needs observation='flat' (a Box observation); drop --env.extra.")
-    net = QHead(obs.shape[0], u.V, cfg.hidden)
+    net = make_q_head(cfg, obs.shape[0], u.V)
     target = copy.deepcopy(net).requires_grad_(False)
     optim = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     shaper = RewardShaper(cfg)
@@ -299,25 +358,32 @@ def main(cfg: SQLConfig) -> dict[str, Any]:
     bar.close()
     train_time = time.perf_counter() - start
     spent = u.reward_evaluations
-    greedy_prompts = {t: u.prompt_of(decode(env, greedy(net), t)) for t in tasks}
-    best_seen = {t: max(seen, key=seen.get) for t, seen in evaluated.items()}
-    prompts = {**greedy_prompts, **best_seen} if cfg.output == "best_seen" else greedy_prompts
-    report = final_report(
-        env,
-        prompts,
-        cfg.env.eval_seeds,
-        reward_evaluations=spent,
-        train_time_s=train_time,
-        output=cfg.output,
-        best_seen=best_seen,
-        cache_hit_rate=u.cache_stats.hit_rate,
-    )
-    # The greedy decoding, scored the same way, whichever prompt the report leads with.
-    report["greedy"] = (
-        final_report(env, greedy_prompts, cfg.env.eval_seeds)["tasks"]
-        if cfg.output == "best_seen"
-        else report["tasks"]
-    )
+    report: dict[str, Any] = {
+        "tasks": [],
+        "reward_evaluations": spent,
+        "train_time_s": train_time,
+        "cache_hit_rate": u.cache_stats.hit_rate,
+    }
+    if cfg.evaluate:
+        greedy_prompts = {t: u.prompt_of(decode(env, greedy(net), t)) for t in tasks}
+        best_seen = {t: max(seen, key=seen.get) for t, seen in evaluated.items()}
+        prompts = {**greedy_prompts, **best_seen} if cfg.output == "best_seen" else greedy_prompts
+        report = final_report(
+            env,
+            prompts,
+            cfg.env.eval_seeds,
+            reward_evaluations=spent,
+            train_time_s=train_time,
+            output=cfg.output,
+            best_seen=best_seen,
+            cache_hit_rate=u.cache_stats.hit_rate,
+        )
+        # The greedy decoding, scored the same way, whichever prompt the report leads with.
+        report["greedy"] = (
+            final_report(env, greedy_prompts, cfg.env.eval_seeds)["tasks"]
+            if cfg.output == "best_seen"
+            else report["tasks"]
+        )
     if cfg.save:
         save_tensors(
             dict(net.state_dict()),

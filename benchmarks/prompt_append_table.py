@@ -22,7 +22,7 @@ import math
 import shlex
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +44,14 @@ from diffenvs.envs.prompt_append import clear_caches
 from diffenvs.envs.prompt_tasks import world_tasks
 from diffenvs.io import atomic_write_bytes, write_json
 
-METHODS = ("random search", "SQL", "SQL (greedy)", "REINFORCE", "MaskablePPO")
+METHODS = (
+    "random search",
+    "SQL",
+    "SQL (greedy)",
+    "SQL (CLIP prior)",
+    "REINFORCE",
+    "MaskablePPO",
+)
 MIN_GAP = 0.02  # below this ground-truth-minus-seed gap, "share of the gap closed" is noise
 
 
@@ -56,7 +63,12 @@ class BenchConfig:
     """world task split to benchmark on ('train' to check settings away from the test tasks)."""
     tasks_per_category: int = 2
     """world tasks per category (the first ones of the split in the fixed order)."""
+    first_task: int = 0
+    """skip this many tasks per category first (to add tasks to a run, then --merge)."""
     seeds: int = 3
+    first_seed: int = 0
+    """run seeds first_seed .. first_seed + seeds - 1 (split a long run over processes, then
+    --merge their JSON files)."""
     budget: int = 96
     """reward evaluations per task for every learner (0.6 % of the extended prompt space)."""
     num_inference_steps: int = 10
@@ -73,14 +85,17 @@ class BenchConfig:
     """the searchers/learners to run ('SQL (greedy)' comes with 'SQL')."""
     quick: bool = False
     """one task, one seed, budget 16: checks the script, numbers mean little."""
+    merge: tuple[Path, ...] = ()
+    """instead of running: combine the JSON files of runs that differ only in their seeds
+    (--first-seed) into OUT/NAME.{json,md,png}; with one file, re-render its page."""
 
 
-def pick_tasks(per_category: int, split: str = "test") -> list[int]:
+def pick_tasks(per_category: int, split: str = "test", first: int = 0) -> list[int]:
+    """Task indices: per category, the ones at positions first .. first + per_category - 1."""
     chosen: dict[str, list[int]] = defaultdict(list)
     for i, task in enumerate(world_tasks(split)):
-        if len(chosen[task.category]) < per_category:
-            chosen[task.category].append(i)
-    return sorted(i for ids in chosen.values() for i in ids)
+        chosen[task.category].append(i)
+    return sorted(i for ids in chosen.values() for i in ids[first : first + per_category])
 
 
 def throughput(env_args: PromptEnvArgs, n: int = 16) -> dict[str, float]:
@@ -106,6 +121,9 @@ def run_method(name: str, env_args: PromptEnvArgs, budget: int, seed: int) -> di
         return baseline(BaselineConfig(method="random", **common))
     if name == "SQL":
         return sql(SQLConfig(**common, save=False, progress=False))["report"]
+    if name == "SQL (CLIP prior)":
+        cfg = SQLConfig(**common, q_head="candidates", save=False, progress=False)
+        return sql(cfg)["report"]
     if name == "REINFORCE":
         return reinforce(ReinforceConfig(**common, save=False, progress=False))["report"]
     return sb3(SB3PromptConfig(algo="maskable_ppo", **common, save=False))["report"]
@@ -129,17 +147,91 @@ def picture(rows: list[dict[str, Any]], env_args: PromptEnvArgs, path: Path) -> 
     img.save(path)
 
 
+def command_of(config: dict[str, Any]) -> str:
+    """The command line that runs ``config`` (a BenchConfig as JSON): its non-default options."""
+    default = json.loads(json.dumps(asdict(BenchConfig()), default=str))
+    args = []
+    for key, value in config.items():
+        if key == "merge" or value == default.get(key):
+            continue
+        if config.get("quick") and key in ("tasks_per_category", "seeds", "budget"):
+            continue  # set by --quick
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            args += [flag, *(shlex.quote(str(v)) for v in value)]
+        else:
+            args += [flag, shlex.quote(str(value))]
+    return " ".join(["python benchmarks/prompt_append_table.py", *args])
+
+
+def merge(cfg: BenchConfig) -> dict[str, Any]:
+    """Combine runs of the same benchmark over different seeds (``--merge a.json b.json``)."""
+    parts = [json.loads(Path(p).read_text()) for p in cfg.merge]
+    ignore = {"seeds", "first_seed", "tasks_per_category", "first_task", "name", "out", "merge"}
+    first = {k: v for k, v in parts[0]["config"].items() if k not in ignore}
+    for path, part in zip(cfg.merge, parts, strict=True):
+        other = {k: v for k, v in part["config"].items() if k not in ignore}
+        if other != first:
+            changed = sorted(k for k in first if first[k] != other.get(k))
+            raise ValueError(
+                f"{path} was run with different settings ({changed}) from {cfg.merge[0]}; only "
+                "runs that differ in their seeds or tasks (--seeds, --first-seed, "
+                "--tasks-per-category, --first-task) can be merged."
+            )
+    runs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for part in parts:
+        for r in part["runs"]:
+            key = (r["task_index"], r["method"], r["seed"])
+            if key in runs and r["method"] not in ("seed prompt", "ground truth", "CLIP greedy"):
+                raise ValueError(
+                    f"Run {key} is in more than one file; give parts with disjoint seeds or tasks."
+                )
+            runs.setdefault(key, r)
+    seeds = sorted({r["seed"] for r in runs.values() if r["method"] == "random search"})
+    per_category = Counter(r["category"] for r in runs.values() if r["method"] == "seed prompt")
+    config = {
+        **parts[0]["config"],
+        "seeds": len(seeds),
+        "first_seed": seeds[0],
+        "tasks_per_category": max(per_category.values()),
+        "first_task": min(part["config"].get("first_task", 0) for part in parts),
+    }
+    config.update(name=cfg.name, out=str(cfg.out), merge=[str(p) for p in cfg.merge])
+    commands = [c for part in parts for c in part.get("commands", [command_of(part["config"])])]
+    learners = [m for m in METHODS if any(r["method"] == m for r in runs.values())]
+    merged = " --merge " + " ".join(shlex.quote(str(p)) for p in cfg.merge)
+    return write_outputs(
+        cfg,
+        config,
+        list(runs.values()),
+        learners,
+        parts[0]["throughput"],
+        parts[0]["vocabulary_size"],
+        parts[0]["prompt_space"],
+        sum(part["wall_time_s"] for part in parts),
+        commands
+        if len(parts) == 1  # a re-render of one run's page
+        else [*commands, command_of({"merge": [], "name": cfg.name, "out": str(cfg.out)}) + merged],
+    )
+
+
 def main(cfg: BenchConfig) -> dict[str, Any]:
     torch.set_num_threads(1)
+    if cfg.merge:
+        return merge(cfg)
     if cfg.quick:
         cfg.tasks_per_category, cfg.seeds, cfg.budget = 1, 1, 16
     unknown = set(cfg.methods) - set(METHODS)
     if unknown:
         raise ValueError(f"Unknown methods {sorted(unknown)}; choose from {list(METHODS)}.")
-    if not {"SQL", "random search"} <= set(cfg.methods):
+    learners = [m for m in METHODS if m.startswith("SQL") and m in cfg.methods]
+    if "random search" not in cfg.methods or not learners:
         raise ValueError(
-            "--methods must include 'SQL' and 'random search' (the picture shows SQL's prompts and "
-            f"every method is compared with random search); got {list(cfg.methods)}."
+            "--methods must include 'random search' and an SQL variant (every method is "
+            "compared with random search and the picture shows SQL's prompts); got "
+            f"{list(cfg.methods)}."
         )
     methods = [
         m for m in METHODS if m in cfg.methods or (m == "SQL (greedy)" and "SQL" in cfg.methods)
@@ -159,7 +251,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     space = math.perm(vocab_size, cfg.n_appends)
     clear_caches()
     runs: list[dict[str, Any]] = []
-    tasks = pick_tasks(1 if cfg.quick else cfg.tasks_per_category, cfg.split)
+    tasks = pick_tasks(1 if cfg.quick else cfg.tasks_per_category, cfg.split, cfg.first_task)
     for index in tasks:
         env_args = PromptEnvArgs(**{**asdict(base), "task": index})
         ref = baseline(BaselineConfig(method="clip_greedy", env=env_args))["tasks"][0]
@@ -196,7 +288,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
                 "reward_evaluations": 0,
             }
         )
-        for seed in range(cfg.seeds):
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             rep: dict[str, Any] = {}
             for name in methods:
                 start = time.perf_counter()
@@ -224,23 +316,52 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
                     f"{row['similarity']:.3f}  +{row['appended']!r}",
                     flush=True,
                 )
-    summary = summarise(runs, methods)
+    config = json.loads(json.dumps(asdict(cfg), default=str))
+    wall_time = time.perf_counter() - wall
+    return write_outputs(
+        cfg, config, runs, methods, speed, vocab_size, space, wall_time, [command_of(config)]
+    )
+
+
+def write_outputs(
+    cfg: BenchConfig,
+    config: dict[str, Any],
+    runs: list[dict[str, Any]],
+    methods: list[str],
+    speed: dict[str, float],
+    vocab_size: int,
+    space: int,
+    wall_time: float,
+    commands: list[str],
+) -> dict[str, Any]:
+    """Summary, paired table, JSON, picture and page of a finished (or merged) benchmark."""
     result = {
-        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+        "config": config,
+        "commands": commands,
         "throughput": speed,
         "vocabulary_size": vocab_size,
         "prompt_space": space,
-        "summary": summary,
+        "summary": summarise(runs, methods),
         "paired_vs_random": paired_vs_random(runs, methods),
         "runs": runs,
-        "wall_time_s": time.perf_counter() - wall,
+        "wall_time_s": wall_time,
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / f"{cfg.name}.json", result)
+    learner = next(m for m in methods if m.startswith("SQL"))
     fig_rows = []
     for cat in sorted({r["category"] for r in runs}):
-        row = next(r for r in runs if r["category"] == cat and r["method"] == "SQL")
+        row = next(r for r in runs if r["category"] == cat and r["method"] == learner)
         fig_rows.append(row)
+    base = PromptEnvArgs(
+        tasks=f"world:{config['split']}",
+        n_appends=config["n_appends"],
+        vocabulary=config["vocabulary"],
+        generation_seeds=tuple(config["generation_seeds"]),
+        eval_seeds=tuple(config["eval_seeds"]),
+        model="world",
+        num_inference_steps=config["num_inference_steps"],
+    )
     picture(fig_rows, base, cfg.out / f"{cfg.name}.png")
     atomic_write_bytes(cfg.out / f"{cfg.name}.md", render_markdown(result, fig_rows).encode())
     print(render_markdown(result, fig_rows))
@@ -298,6 +419,20 @@ def summarise(
     return out
 
 
+def written_by(result: dict[str, Any]) -> str:
+    commands = result.get("commands")
+    if not commands:  # pages written before the JSON kept the command
+        return (
+            "Written by `python benchmarks/prompt_append_table.py"
+            + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
+            + "`"
+        )
+    if len(commands) == 1:
+        return f"Written by `{commands[0]}`"
+    runs = ", ".join(f"`{c}`" for c in commands[:-1])
+    return f"Written by {runs} (one process each, side by side), merged by `{commands[-1]}`"
+
+
 def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> str:
     cfg, summary, speed = result["config"], result["summary"], result["throughput"]
     learners = [m for m in METHODS if m in summary["all"]]
@@ -305,9 +440,7 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
     lines = [
         "# PromptAppend-v0 benchmark",
         "",
-        "Written by `python benchmarks/prompt_append_table.py"
-        + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
-        + "` (do not edit by hand). Image similarity to "
+        written_by(result) + " (do not edit by hand). Image similarity to "
         "the target (seed 000 eq. 4, world CLIP) of the final prompt, averaged over the held-out "
         f"evaluation seeds {cfg['eval_seeds']}; agents trained on generation seeds "
         f"{cfg['generation_seeds']}. World {cfg.get('split', 'test')}-split tasks, "
@@ -318,16 +451,32 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
         f"{cfg['num_inference_steps']} DDIM steps, terminal reward; every learner and random "
         f"search spent **{cfg['budget']} reward evaluations per task**, {cfg['seeds']} seeds each; "
         "the CLIP-ranked greedy prompt spends none. Random search and SQL report the "
-        "best-rewarded prompt they evaluated (on the training seeds); *SQL (greedy)* is the same "
-        "SQL run's greedy decoding of its Q-head"
+        "best-rewarded prompt they evaluated (on the training seeds)"
+        + (
+            "; *SQL (greedy)* is the same SQL run's greedy decoding of its Q-head"
+            if "SQL (greedy)" in learners
+            else ""
+        )
+        + (
+            "; *SQL (CLIP prior)* is SQL with the per-word Q-head that starts from the CLIP "
+            "text-image similarity of each next prompt (`--q-head candidates`), reporting its "
+            "best-rewarded prompt"
+            if "SQL (CLIP prior)" in learners
+            else ""
+        )
         + (
             "; REINFORCE and MaskablePPO report their greedy policy's prompt"
             if {"REINFORCE", "MaskablePPO"} & set(learners)
             else ""
         )
         + ". Per-task optimisation (each run optimises one "
-        "task, as in seed 001). One CPU thread; total wall time "
-        f"{result['wall_time_s'] / 60:.1f} min.",
+        "task, as in seed 001). "
+        + (
+            "One CPU thread per process; wall time summed over the processes "
+            if len(result.get("commands", [])) > 1
+            else "One CPU thread; total wall time "
+        )
+        + f"{result['wall_time_s'] / 60:.1f} min.",
         "",
         "Mean similarity (± std of the per-seed means); *gap* = share of the gap between the seed "
         "prompt and the ground truth that a method closes (left out where the ground truth beats "
@@ -390,9 +539,10 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
         )
     lines += [
         "",
-        f"![seed prompt / SQL prompt / target]({cfg['name']}.png)",
+        f"![seed prompt / {fig_rows[0]['method']} prompt / target]({cfg['name']}.png)",
         "",
-        "*Left: the seed prompt's image; middle: the SQL prompt's image (evaluation seed "
+        f"*Left: the seed prompt's image; middle: the {fig_rows[0]['method']} prompt's image "
+        "(evaluation seed "
         f"{cfg['eval_seeds'][0]}); right: the target. Rows: "
         + "; ".join(f"{r['category']}: +{r['appended']!r}" for r in fig_rows)
         + ".*",

@@ -2,6 +2,7 @@
 
 python examples/prompt_append_sql.py                      # world model, 48 reward evaluations, ~30 s
 python examples/prompt_append_sql.py --env.task 3 --budget 96
+python examples/prompt_append_sql.py --q-head candidates   # Q-head that starts from the CLIP prior
 """
 
 import tyro

@@ -253,6 +253,18 @@ def test_bad_lora_target_error() -> None:
         build_policy_unet(envs.core.pipe.unet, replace(TINY, lora_targets=("nonexistent",)))
 
 
+def test_cross_attention_finetune_trains_only_text_keys_and_values() -> None:
+    import gymnasium as gym
+
+    import diffenvs  # noqa: F401
+
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=1, num_steps=2, action_mode="latent")
+    unet = build_policy_unet(envs.core.pipe.unet, replace(TINY, finetune="cross_attention"))
+    trained = [n for n, p in unet.named_parameters() if p.requires_grad]
+    assert trained and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in trained)
+    assert any(".attn2.to_k." in n for n in trained) and any(".attn2.to_v." in n for n in trained)
+
+
 def test_presets_and_overrides() -> None:
     cfg = resolve_config(PPODiffusionConfig(preset="quick", num_updates=3))
     assert cfg.num_updates == 3 and cfg.num_steps == 4

@@ -5,6 +5,7 @@ Tiny runs on the procedural renderer (exact and fast) with a 5-word vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -15,6 +16,7 @@ from agents.prompt_baselines import (
     BaselineConfig,
     PromptEnvArgs,
     clip_greedy,
+    decode,
     make_env,
     random_search,
 )
@@ -23,7 +25,7 @@ from agents.reinforce import ReinforceConfig
 from agents.reinforce import main as reinforce
 from agents.sb3_prompt import SB3PromptConfig
 from agents.sb3_prompt import main as sb3
-from agents.sql import QHead, SQLConfig, pcl_losses, soft_value
+from agents.sql import CandidateQHead, QHead, SQLConfig, greedy, pcl_losses, soft_value
 from agents.sql import main as sql
 from agents.tianshou_prompt import TianshouPromptConfig
 from agents.tianshou_prompt import main as tianshou
@@ -101,6 +103,39 @@ def test_sql_greedy_output_and_repeats() -> None:
     assert report["output"] == "greedy"
     assert report["tasks"][0]["prompt"] == report["greedy"][0]["prompt"]
     assert sum(1 for _ in result["evaluated"][1]) <= 12
+
+
+def test_candidate_q_head_starts_at_the_clip_prior() -> None:
+    env = make_env(ENV, observe_candidates=True)
+    obs, _ = env.reset(seed=0)
+    u = env.unwrapped
+    net = CandidateQHead(obs.shape[0], u.V, hidden=8, prior_weight=0.5)
+    q = net(torch.as_tensor(obs)[None])[0].detach().numpy()
+    sims = u.candidate_similarities()
+    # Untrained, Q is the weighted z-score of the CLIP similarities: same order as the prior ...
+    assert np.array_equal(np.argsort(q), np.argsort(sims))
+    # ... so its greedy decoding is seed 001's CLIP-ranked prompt.
+    tokens = decode(env, greedy(net), 1)
+    assert u.prompt_of(tokens) == clip_greedy(env)[1]
+    with pytest.raises(ValueError, match="observe_candidates"):
+        CandidateQHead(4, 8)
+
+
+def test_sql_with_clip_prior_head() -> None:
+    rewards = all_rewards(ENV)
+    cfg = SQLConfig(env=ENV, budget=24, seed=0, q_head="candidates", save=False, progress=False)
+    result = sql(cfg)
+    final = result["report"]["tasks"][0]
+    assert len(result["evaluated"][1]) == 24
+    assert final["train_reward"] >= np.quantile(list(rewards.values()), 0.75)
+
+
+def test_sql_across_tasks_without_evaluation() -> None:
+    env = dataclasses.replace(ENV, task=None)
+    cfg = SQLConfig(env=env, budget=12, q_head="candidates", evaluate=False, save=False)
+    result = sql(cfg)
+    assert result["report"]["tasks"] == [] and result["report"]["reward_evaluations"] == 12
+    assert len(result["evaluated"]) > 1  # episodes were spread over the task set
 
 
 def test_reinforce_runs_and_decodes(tmp_path) -> None:

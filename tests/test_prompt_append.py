@@ -276,3 +276,21 @@ def test_extended_vocabulary_adds_colours_and_shapes() -> None:
     masked = {w for w, ok in zip(env.vocabulary, env.action_masks(), strict=True) if not ok}
     assert masked == {w for w in env.vocabulary if w in seed_words}
     assert masked & {"red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"}
+
+
+@pytest.mark.parametrize("observation", ["flat", "dict"])
+def test_observe_candidates(observation: str) -> None:
+    env = make(observe_candidates=True, observation=observation, masked_action="redirect")
+    check_env(env)
+    obs, _ = env.reset(seed=0)
+    sims = env.candidate_similarities()
+    assert sims.shape == (env.V,) and np.all(np.abs(sims) <= 1.0)
+    observed = obs["candidate_similarity"] if observation == "dict" else obs[-env.V :]
+    np.testing.assert_allclose(observed, sims, rtol=1e-5)
+    # The similarity of word w is that of the prompt with w appended, and it costs no evaluation.
+    text = env._text_embeddings([env.prompt_of([2])])[0] @ env._target_embedding(env.task)
+    assert sims[2] == pytest.approx(float(text), rel=1e-5)
+    spent = env.reward_evaluations
+    env.step(allowed(env))  # not the last append: only the observation's similarities are new
+    assert env.reward_evaluations == spent
+    assert not np.allclose(env.candidate_similarities(), sims)

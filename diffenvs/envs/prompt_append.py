@@ -83,13 +83,16 @@ class PromptAppendEnv(gym.Env):
     (for agents that cannot mask, e.g. SB3 PPO/DQN) becomes the next allowed word, reported in
     ``info["redirected_from"]``.
 
-    **Observation.** ``observation="flat"``: ``Box(-1, 1, (V + 1 + k·D,), float32)``, the
+    **Observation.** ``observation="flat"``: ``Box(-1, 1, (V + 1 + k·D (+ V),), float32)``, the
     concatenation of the appended words' multi-hot (``V``), the fraction of appends done (1), the
     CLIP text embedding of the current prompt (``D``), with ``observe_image=True`` the mean CLIP
-    image embedding of its images (``D``; costs a generation per step), and the CLIP embedding of
-    the target image (``D``). ``observation="dict"``: the same parts as ``"tokens"`` (``Box`` multi-
-    hot), ``"appended"`` (``MultiDiscrete([V + 1] * n_appends)``, ``V`` = not yet),
-    ``"prompt_embedding"``, ``"image_embedding"`` (optional) and ``"target_embedding"``.
+    image embedding of its images (``D``; costs a generation per step), the CLIP embedding of
+    the target image (``D``) and, with ``observe_candidates=True``, the CLIP text-image similarity
+    of each next word's prompt to the target (``V``, :meth:`candidate_similarities`; no image is
+    generated). ``observation="dict"``: the same parts as ``"tokens"`` (``Box`` multi-hot),
+    ``"appended"`` (``MultiDiscrete([V + 1] * n_appends)``, ``V`` = not yet),
+    ``"prompt_embedding"``, ``"image_embedding"`` (optional), ``"target_embedding"`` and
+    ``"candidate_similarity"`` (optional).
 
     **Reward** (seed 000 eq. 6) of a prompt ``s``: ``λ_i · R_image + λ_j · R_text`` with
     ``R_image`` (eq. 4) the cosine similarity of the CLIP image embeddings of ``D(s)`` and the target,
@@ -121,6 +124,7 @@ class PromptAppendEnv(gym.Env):
         clip: CLIP name (see :func:`diffenvs.models.load_clip`).
         num_inference_steps, guidance_scale: sampling settings of the pipeline.
         observation: ``"flat"`` or ``"dict"``. observe_image: include the current image embedding.
+            observe_candidates: include each next word's CLIP text-image similarity.
         masked_action: ``"raise"`` or ``"redirect"``. separator: put before each appended word.
         render_mode: ``"rgb_array"`` (current prompt's first image next to the target) or ``None``.
     """
@@ -145,6 +149,7 @@ class PromptAppendEnv(gym.Env):
         guidance_scale: float = 4.0,
         observation: str = "flat",
         observe_image: bool = False,
+        observe_candidates: bool = False,
         masked_action: str = "raise",
         separator: str = ", ",
         render_mode: str | None = None,
@@ -176,6 +181,7 @@ class PromptAppendEnv(gym.Env):
         self.lambda_image, self.lambda_text = float(lambda_image), float(lambda_text)
         self.target_seed, self.separator = int(target_seed), separator
         self.observe_image, self.masked_action = bool(observe_image), masked_action
+        self.observe_candidates = bool(observe_candidates)
         self.render_mode = render_mode
         self.vocab_mode = vocabulary if isinstance(vocabulary, str) else "list"
         if isinstance(vocabulary, str):
@@ -226,6 +232,7 @@ class PromptAppendEnv(gym.Env):
         emb = spaces.Box(-1.0, 1.0, (D,), np.float32)
         if observation == "flat":
             width = V + 1 + D * (3 if self.observe_image else 2)
+            width += V if self.observe_candidates else 0
             self.observation_space: spaces.Space = spaces.Box(-1.0, 1.0, (width,), np.float32)
         else:
             parts: dict[str, spaces.Space] = {
@@ -236,6 +243,8 @@ class PromptAppendEnv(gym.Env):
             }
             if self.observe_image:
                 parts["image_embedding"] = emb
+            if self.observe_candidates:
+                parts["candidate_similarity"] = spaces.Box(-1.0, 1.0, (V,), np.float32)
             self.observation_space = spaces.Dict(parts)
         self.action_space = spaces.Discrete(V)
         self._task: PromptTask | None = None
@@ -285,6 +294,15 @@ class PromptAppendEnv(gym.Env):
             with torch.no_grad():
                 store[key] = self.clip.encode_images(self.target_image(task)[None]).cpu().numpy()[0]
         return store[key]
+
+    def candidate_similarities(self, tokens: Sequence[int] | None = None) -> np.ndarray:
+        """Float (V,): for each word ``w``, the cosine similarity of the CLIP *text* embedding of
+        the prompt with ``w`` appended (after ``tokens``, default: the words appended so far) and
+        the target image's CLIP embedding. Seed 001's prior over the next word; it generates no
+        image and costs no reward evaluation."""
+        tokens = list(self._tokens if tokens is None else tokens)
+        prompts = [self.prompt_of([*tokens, w]) for w in range(self.V)]
+        return self._text_embeddings(prompts) @ self._target_embedding(self.task)
 
     # ------------------------------------------------------------------ rewards
     def score(
@@ -373,13 +391,15 @@ class PromptAppendEnv(gym.Env):
         parts = {"prompt_embedding": prompt_emb, "target_embedding": target_emb}
         if self.observe_image:
             parts["image_embedding"] = self.image_embeddings([self.prompt])[0].mean(axis=0)
+        if self.observe_candidates:
+            parts["candidate_similarity"] = self.candidate_similarities()
         parts = {k: np.clip(v, -1.0, 1.0).astype(np.float32) for k, v in parts.items()}
         if self.observation_mode == "dict":
             appended = np.full(T, V, np.int64)
             appended[: len(self._tokens)] = self._tokens
             return {"tokens": multi_hot, "appended": appended, **parts}
         progress = np.array([len(self._tokens) / T], np.float32)
-        order = ["prompt_embedding", "image_embedding", "target_embedding"]
+        order = ["prompt_embedding", "image_embedding", "target_embedding", "candidate_similarity"]
         return np.concatenate([multi_hot, progress, *(parts[k] for k in order if k in parts)])
 
     def _info(self) -> dict[str, Any]:
