@@ -17,7 +17,8 @@ reward there:
 
 Writes OUT/NAME.{json,md}.
 
-    OMP_NUM_THREADS=1 python benchmarks/prompt_append_transfer.py       # ~30 min, 1 thread
+    OMP_NUM_THREADS=1 python benchmarks/prompt_append_transfer.py --q-heads candidates mlp  # 63 min
+    # (that run: one thread, beside other jobs)
     OMP_NUM_THREADS=1 python benchmarks/prompt_append_transfer.py --quick
 """
 
