@@ -49,6 +49,7 @@ METHODS = (
     "SQL",
     "SQL (greedy)",
     "SQL (CLIP prior)",
+    "SQL (candidates, no prior)",
     "REINFORCE",
     "MaskablePPO",
 )
@@ -121,8 +122,11 @@ def run_method(name: str, env_args: PromptEnvArgs, budget: int, seed: int) -> di
         return baseline(BaselineConfig(method="random", **common))
     if name == "SQL":
         return sql(SQLConfig(**common, save=False, progress=False))["report"]
-    if name == "SQL (CLIP prior)":
-        cfg = SQLConfig(**common, q_head="candidates", save=False, progress=False)
+    if name in ("SQL (CLIP prior)", "SQL (candidates, no prior)"):
+        weight = 0.3 if name == "SQL (CLIP prior)" else 0.0  # the ablation starts uniform
+        cfg = SQLConfig(
+            **common, q_head="candidates", prior_weight=weight, save=False, progress=False
+        )
         return sql(cfg)["report"]
     if name == "REINFORCE":
         return reinforce(ReinforceConfig(**common, save=False, progress=False))["report"]
@@ -462,6 +466,12 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
             "text-image similarity of each next prompt (`--q-head candidates`), reporting its "
             "best-rewarded prompt"
             if "SQL (CLIP prior)" in learners
+            else ""
+        )
+        + (
+            "; *SQL (candidates, no prior)* is the same head with `--prior-weight 0` (the CLIP "
+            "similarities are still among its inputs, but its policy starts uniform)"
+            if "SQL (candidates, no prior)" in learners
             else ""
         )
         + (
