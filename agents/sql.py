@@ -6,6 +6,8 @@ shaping → training loop → greedy decoding → report and checkpoint.
 * **Q-network.** A trainable MLP head whose outputs are the Q-values (logits) of the vocabulary,
   on top of frozen features: the env's observation holds the world CLIP text encoder's embedding of
   the current prompt, the target image's CLIP embedding, and the appended words (multi-hot).
+  ``--q-head candidates``: one network scores each word from its own features, starting at the
+  CLIP text-image similarity of the prompt the word would make (seed 001's prior).
 * **Soft values.** ``V(s) = τ·logsumexp(Q(s, ·)/τ)`` over the allowed (unmasked) words, policy
   ``π(a|s) = exp((Q(s, a) − V(s))/τ)``, advantage ``A = Q − V``.
 * **Losses** (Guo et al.'s path consistency, as RLPrompt mixes them): single-step
@@ -153,6 +155,8 @@ class CandidateQHead(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         state, sims = obs[..., : -self.n_words], obs[..., -self.n_words :]
+        # The floor keeps near-equal similarities from blowing the z-score up (without it the
+        # loss diverged in a renderer run).
         z = (sims - sims.mean(-1, keepdim=True)) / (sims.std(-1, keepdim=True) + 0.02)
         features = self.similarity(torch.stack([sims, z], dim=-1))
         h = torch.relu(self.context(state)[..., None, :] + self.word + features)
