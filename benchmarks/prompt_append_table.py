@@ -91,6 +91,19 @@ class BenchConfig:
     (--first-seed) into OUT/NAME.{json,md,png}; with one file, re-render its page."""
 
 
+def world_env_args(config: dict[str, Any]) -> PromptEnvArgs:
+    """The world-model env settings of a benchmark config (a BenchConfig as JSON)."""
+    return PromptEnvArgs(
+        tasks=f"world:{config['split']}",
+        n_appends=config["n_appends"],
+        vocabulary=config["vocabulary"],
+        generation_seeds=tuple(config["generation_seeds"]),
+        eval_seeds=tuple(config["eval_seeds"]),
+        model="world",
+        num_inference_steps=config["num_inference_steps"],
+    )
+
+
 def pick_tasks(per_category: int, split: str = "test", first: int = 0) -> list[int]:
     """Task indices: per category, the ones at positions first .. first + per_category - 1."""
     chosen: dict[str, list[int]] = defaultdict(list)
@@ -241,15 +254,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
         m for m in METHODS if m in cfg.methods or (m == "SQL (greedy)" and "SQL" in cfg.methods)
     ]
     wall = time.perf_counter()
-    base = PromptEnvArgs(
-        tasks=f"world:{cfg.split}",
-        n_appends=cfg.n_appends,
-        vocabulary=cfg.vocabulary,
-        generation_seeds=cfg.generation_seeds,
-        eval_seeds=cfg.eval_seeds,
-        model="world",
-        num_inference_steps=cfg.num_inference_steps,
-    )
+    base = world_env_args(json.loads(json.dumps(asdict(cfg), default=str)))
     speed = throughput(base)
     vocab_size = make_env(base).unwrapped.V
     space = math.perm(vocab_size, cfg.n_appends)
@@ -357,16 +362,7 @@ def write_outputs(
     for cat in sorted({r["category"] for r in runs}):
         row = next(r for r in runs if r["category"] == cat and r["method"] == learner)
         fig_rows.append(row)
-    base = PromptEnvArgs(
-        tasks=f"world:{config['split']}",
-        n_appends=config["n_appends"],
-        vocabulary=config["vocabulary"],
-        generation_seeds=tuple(config["generation_seeds"]),
-        eval_seeds=tuple(config["eval_seeds"]),
-        model="world",
-        num_inference_steps=config["num_inference_steps"],
-    )
-    picture(fig_rows, base, cfg.out / f"{cfg.name}.png")
+    picture(fig_rows, world_env_args(config), cfg.out / f"{cfg.name}.png")
     atomic_write_bytes(cfg.out / f"{cfg.name}.md", render_markdown(result, fig_rows).encode())
     print(render_markdown(result, fig_rows))
     return result

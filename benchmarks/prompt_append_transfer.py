@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 import tyro
+from prompt_append_table import MIN_GAP  # the per-task benchmark's threshold, one definition
 
 from agents.prompt_baselines import PromptEnvArgs, clip_greedy, decode, final_report, make_env
 from agents.sql import SQLConfig, greedy, sql_env_options
 from agents.sql import main as sql
 from diffenvs.io import atomic_write_bytes, write_json
-
-MIN_GAP = 0.02  # below this ground-truth-minus-seed gap, "share of the gap closed" is noise
 
 
 @dataclass
