@@ -44,6 +44,7 @@ class RolloutBuffer:
     prompts: list[str]
     values: torch.Tensor | None = None  # (B, T) critic estimates, when a value function is used
     exact_kl: torch.Tensor | None = None  # (B, T) closed-form KL(policy step || base step)
+    base_means: torch.Tensor | None = None  # (B, T, C, h, w) the base model's step means
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -82,11 +82,17 @@ class DiffusionActorCritic(nn.Module):
         k: torch.Tensor,
         embeds: torch.Tensor,
         next_latents: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(log-prob of ``next_latents`` (B,), value (B,) or None): one call, so DDP sees it."""
-        log_prob = self.distribution(latents, k, embeds).log_prob(next_latents.float())
+        base_means: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(log-prob of ``next_latents`` (B,), value (B,) or None, exact KL to the base step (B,)
+        or None when ``base_means`` is None): one call, so DDP sees every parameter it uses."""
+        dist = self.distribution(latents, k, embeds)
+        log_prob = dist.log_prob(next_latents.float())
         value = self.value_of(latents, k, embeds) if self.value is not None else None
-        return log_prob, value
+        kl = None
+        if base_means is not None:
+            kl = gaussian_kl(dist.mean.float(), base_means.float(), dist.std.float())
+        return log_prob, value, kl
 
 
 class ValueNet(nn.Module):
@@ -201,7 +207,7 @@ def run_episodes(
     obs, _ = envs.reset(seed=int(env_seed), options={"prompts": list(prompts)})
     embeds = torch.as_tensor(obs["prompt_embeds"], device=device)
     latents, next_latents, log_probs, base_log_probs, values = [], [], [], [], []
-    exact_kl = []
+    exact_kl, base_means = [], []
     info: dict[str, Any] = {}
     for k in range(steps):
         x = torch.as_tensor(obs["latent"], device=device)
@@ -219,6 +225,7 @@ def run_episodes(
         base_log_probs.append(torch.as_tensor(info["log_prob"], dtype=torch.float32))
         base_mean = torch.as_tensor(np.asarray(info["mean"]), dtype=torch.float32)
         exact_kl.append(gaussian_kl(dist.mean.float().cpu(), base_mean, dist.std.float().cpu()))
+        base_means.append(base_mean)
     if not terminated.all():
         raise RuntimeError("Episodes did not end after num_steps steps.")
     return {
@@ -228,6 +235,7 @@ def run_episodes(
         "log_probs": torch.stack(log_probs, 1),
         "base_log_probs": torch.stack(base_log_probs, 1),
         "exact_kl": torch.stack(exact_kl, 1),
+        "base_means": torch.stack(base_means, 1),
         "values": torch.stack(values, 1) if values else None,
         "rewards": torch.as_tensor(info["terminal_reward"], dtype=torch.float32),
         "images": np.stack(list(info["image"])),
@@ -286,7 +294,13 @@ def ppo_update(
     rows = torch.arange(b)[:, None].expand(b, n_sub).reshape(-1)
     cols = steps.reshape(-1)
     adv = advantages.clamp(-cfg.adv_clip, cfg.adv_clip)
-    stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "approx_kl", "clipfrac")}
+    keys = ("pg_loss", "v_loss", "kl_loss", "approx_kl", "clipfrac")
+    stats: dict[str, list[float]] = {k: [] for k in keys}
+    direct_kl = cfg.kl_loss_coef > 0
+    if direct_kl and buffer.base_means is None:
+        raise ValueError(
+            "kl_loss_coef > 0 needs the base model's step means in the rollout buffer."
+        )
     ratio_dev: list[float] = []
     total = len(rows)
     for _epoch in range(cfg.num_epochs):
@@ -301,11 +315,12 @@ def ppo_update(
             sync = nullcontext() if last else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():
-                    log_prob, value = model(
+                    log_prob, value, kl = model(
                         buffer.latents[r, k].to(device),
                         k.to(device),
                         buffer.embeds[r].to(device),
                         buffer.next_latents[r, k].to(device),
+                        buffer.base_means[r, k].to(device) if direct_kl else None,
                     )
                 old = buffer.log_probs[r, k].to(device)
                 a = adv[r, k].to(device)
@@ -314,6 +329,12 @@ def ppo_update(
                     -a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
                 ).mean()
                 loss = pg
+                if kl is not None:
+                    # DPOK's KL regulariser: the exact per-step KL is differentiable in θ, so it
+                    # pulls the policy back to the base model without the policy gradient's noise.
+                    kl_loss = kl.mean()
+                    loss = loss + cfg.kl_loss_coef * kl_loss
+                    stats["kl_loss"].append(float(kl_loss.detach()))
                 if value is not None and returns is not None:
                     v_loss = 0.5 * ((value - returns[r, k].to(device)) ** 2).mean()
                     loss = loss + cfg.vf_coef * v_loss

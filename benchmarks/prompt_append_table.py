@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 import tyro
 from PIL import Image
+from prompt_append_pages import METHODS, figure_rows, paired_vs_random, render_markdown, summarise
 
 from agents.prompt_baselines import BaselineConfig, PromptEnvArgs, make_env
 from agents.prompt_baselines import main as baseline
@@ -43,17 +43,6 @@ from agents.sql import main as sql
 from diffenvs.envs.prompt_append import clear_caches
 from diffenvs.envs.prompt_tasks import world_tasks
 from diffenvs.io import atomic_write_bytes, write_json
-
-METHODS = (
-    "random search",
-    "SQL",
-    "SQL (greedy)",
-    "SQL (CLIP prior)",
-    "SQL (candidates, no prior)",
-    "REINFORCE",
-    "MaskablePPO",
-)
-MIN_GAP = 0.02  # below this ground-truth-minus-seed gap, "share of the gap closed" is noise
 
 
 @dataclass
@@ -357,204 +346,11 @@ def write_outputs(
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / f"{cfg.name}.json", result)
-    learner = next(m for m in methods if m.startswith("SQL"))
-    fig_rows = []
-    for cat in sorted({r["category"] for r in runs}):
-        row = next(r for r in runs if r["category"] == cat and r["method"] == learner)
-        fig_rows.append(row)
+    fig_rows = figure_rows(runs, methods)
     picture(fig_rows, world_env_args(config), cfg.out / f"{cfg.name}.png")
     atomic_write_bytes(cfg.out / f"{cfg.name}.md", render_markdown(result, fig_rows).encode())
     print(render_markdown(result, fig_rows))
     return result
-
-
-def paired_vs_random(runs: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, float]]:
-    """Per method: its similarity minus random search's on the same (task, seed), mean ± SE."""
-    if "random search" not in methods:
-        return {}
-    rand = {(r["task"], r["seed"]): r["similarity"] for r in runs if r["method"] == "random search"}
-    out = {}
-    for method in methods:
-        if method == "random search":
-            continue
-        diff = np.array(
-            [r["similarity"] - rand[(r["task"], r["seed"])] for r in runs if r["method"] == method]
-        )
-        out[method] = {
-            "mean": float(diff.mean()),
-            "se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan"),
-            "wins": int((diff > 0).sum()),
-            "ties": int((diff == 0).sum()),
-            "n": len(diff),
-        }
-    return out
-
-
-def summarise(
-    runs: list[dict[str, Any]], methods: list[str]
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Per category (and "all") and method: mean similarity, std over seeds, share of the gap."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for cat in [*sorted({r["category"] for r in runs}), "all"]:
-        rows = [r for r in runs if cat in ("all", r["category"])]
-        seed_sim = np.mean([r["similarity"] for r in rows if r["method"] == "seed prompt"])
-        gt_sim = np.mean([r["similarity"] for r in rows if r["method"] == "ground truth"])
-        out[cat] = {}
-        for method in ("seed prompt", "ground truth", "CLIP greedy", *methods):
-            sims = [r["similarity"] for r in rows if r["method"] == method]
-            per_seed = defaultdict(list)
-            for r in rows:
-                if r["method"] == method:
-                    per_seed[r["seed"]].append(r["similarity"])
-            seed_means = [np.mean(v) for v in per_seed.values()]
-            out[cat][method] = {
-                "similarity": float(np.mean(sims)),
-                "std_over_seeds": float(np.std(seed_means)),
-                # Undefined where the ground truth is barely better than the seed prompt.
-                "gap_recovered": float((np.mean(sims) - seed_sim) / (gt_sim - seed_sim))
-                if gt_sim - seed_sim >= MIN_GAP
-                else float("nan"),
-                "n": len(sims),
-            }
-    return out
-
-
-def written_by(result: dict[str, Any]) -> str:
-    commands = result.get("commands")
-    if not commands:  # pages written before the JSON kept the command
-        return (
-            "Written by `python benchmarks/prompt_append_table.py"
-            + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
-            + "`"
-        )
-    if len(commands) == 1:
-        return f"Written by `{commands[0]}`"
-    runs = ", ".join(f"`{c}`" for c in commands[:-1])
-    return f"Written by {runs} (one process each, side by side), merged by `{commands[-1]}`"
-
-
-def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> str:
-    cfg, summary, speed = result["config"], result["summary"], result["throughput"]
-    learners = [m for m in METHODS if m in summary["all"]]
-    methods = ["seed prompt", "ground truth", "CLIP greedy", *learners]
-    lines = [
-        "# PromptAppend-v0 benchmark",
-        "",
-        written_by(result) + " (do not edit by hand). Image similarity to "
-        "the target (seed 000 eq. 4, world CLIP) of the final prompt, averaged over the held-out "
-        f"evaluation seeds {cfg['eval_seeds']}; agents trained on generation seeds "
-        f"{cfg['generation_seeds']}. World {cfg.get('split', 'test')}-split tasks, "
-        f"{cfg['tasks_per_category']} per "
-        f"category, {cfg['n_appends']} appends, vocabulary `{cfg['vocabulary']}` "
-        f"({result['vocabulary_size']} words: {result['prompt_space']:,} appends before the seed "
-        "prompt's words are masked), "
-        f"{cfg['num_inference_steps']} DDIM steps, terminal reward; every learner and random "
-        f"search spent **{cfg['budget']} reward evaluations per task**, {cfg['seeds']} seeds each; "
-        "the CLIP-ranked greedy prompt spends none. Random search and SQL report the "
-        "best-rewarded prompt they evaluated (on the training seeds)"
-        + (
-            "; *SQL (greedy)* is the same SQL run's greedy decoding of its Q-head"
-            if "SQL (greedy)" in learners
-            else ""
-        )
-        + (
-            "; *SQL (CLIP prior)* is SQL with the per-word Q-head that starts from the CLIP "
-            "text-image similarity of each next prompt (`--q-head candidates`), reporting its "
-            "best-rewarded prompt"
-            if "SQL (CLIP prior)" in learners
-            else ""
-        )
-        + (
-            "; *SQL (candidates, no prior)* is the same head with `--prior-weight 0` (the CLIP "
-            "similarities are still among its inputs, but its policy starts uniform)"
-            if "SQL (candidates, no prior)" in learners
-            else ""
-        )
-        + (
-            "; REINFORCE and MaskablePPO report their greedy policy's prompt"
-            if {"REINFORCE", "MaskablePPO"} & set(learners)
-            else ""
-        )
-        + ". Per-task optimisation (each run optimises one "
-        "task, as in seed 001). "
-        + (
-            "One CPU thread per process; wall time summed over the processes "
-            if len(result.get("commands", [])) > 1
-            else "One CPU thread; total wall time "
-        )
-        + f"{result['wall_time_s'] / 60:.1f} min.",
-        "",
-        "Mean similarity (± std of the per-seed means); *gap* = share of the gap between the seed "
-        "prompt and the ground truth that a method closes (left out where the ground truth beats "
-        f"the seed prompt by less than {MIN_GAP}).",
-        "",
-        "| category | " + " | ".join(methods) + " |",
-        "|---|" + "---|" * len(methods),
-    ]
-    for cat in sorted(summary, key=lambda c: (c == "all", c)):  # "all" last
-        row = summary[cat]
-        cells = []
-        for m in methods:
-            s = row[m]
-            cell = f"{s['similarity']:.3f}"
-            if m in METHODS:
-                cell += f" ± {s['std_over_seeds']:.3f}"
-            if (
-                m not in ("seed prompt", "ground truth")
-                and s["gap_recovered"] == s["gap_recovered"]
-            ):
-                cell += f" (gap {100 * s['gap_recovered']:.0f} %)"
-            cells.append(cell)
-        name = f"**{cat}**" if cat == "all" else cat
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    paired = result.get("paired_vs_random", {})
-    if paired:
-        lines += [
-            "",
-            "Paired against random search (same task and seed; a method's similarity minus random "
-            "search's, mean ± standard error over the runs):",
-            "",
-            "| method | difference | better / tied / worse |",
-            "|---|---|---|",
-        ]
-        for m, d in paired.items():
-            worse = d["n"] - d["wins"] - d["ties"]
-            lines.append(
-                f"| {m} | {d['mean']:+.3f} ± {d['se']:.3f} | {d['wins']} / {d['ties']} / {worse} |"
-            )
-    lines += [
-        "",
-        f"Reward evaluations/s (each = {speed['images_per_evaluation']} images + CLIP): "
-        f"**{speed['cold_evals_per_s']:.2f}** with a cold cache, "
-        f"**{speed['warm_evals_per_s']:,.0f}** with a warm one (rewards, images and embeddings "
-        "are cached by (prompt, seed)).",
-        "",
-        "## Learned prompts (seed 000 Table 4)",
-        "",
-        "| category | seed prompt | removed (ground truth) | method | seed | appended | similarity |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in result["runs"]:
-        if r["method"] in ("seed prompt", "ground truth"):
-            continue
-        kept = set(r["seed_prompt"].split(", "))
-        removed = ", ".join(p for p in r["ground_truth"].split(", ") if p not in kept) or "—"
-        lines.append(
-            f"| {r['category']} | {r['seed_prompt']} | {removed} | {r['method']} | {r['seed']} | "
-            f"{r.get('appended', '')} | {r['similarity']:.3f} |"
-        )
-    lines += [
-        "",
-        f"![seed prompt / {fig_rows[0]['method']} prompt / target]({cfg['name']}.png)",
-        "",
-        f"*Left: the seed prompt's image; middle: the {fig_rows[0]['method']} prompt's image "
-        "(evaluation seed "
-        f"{cfg['eval_seeds'][0]}); right: the target. Rows: "
-        + "; ".join(f"{r['category']}: +{r['appended']!r}" for r in fig_rows)
-        + ".*",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

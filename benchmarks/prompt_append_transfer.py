@@ -25,8 +25,6 @@ Writes OUT/NAME.{json,md}.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -36,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import tyro
-from prompt_append_table import MIN_GAP  # the per-task benchmark's threshold, one definition
+from prompt_append_pages import cell, command_line, gap_share, removed_words, seed_means, written_by
 
 from agents.prompt_baselines import PromptEnvArgs, clip_greedy, decode, final_report, make_env
 from agents.sql import SQLConfig, greedy, sql_env_options
@@ -175,8 +173,7 @@ def main(cfg: TransferConfig) -> dict[str, Any]:
             )
     result = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
-        "command": "python benchmarks/prompt_append_transfer.py"
-        + "".join(" " + shlex.quote(a) for a in sys.argv[1:]),
+        "command": command_line("prompt_append_transfer.py"),
         "summary": summarise(rows),
         "rows": rows,
         "wall_time_s": time.perf_counter() - wall,
@@ -204,17 +201,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
             "n_tasks": {"mean": float(len(keep))},
         }
         for method in methods:
-            per_seed = defaultdict(list)
-            for r in rows:
-                if r["method"] == method and cat in ("all", r["category"]):
-                    per_seed[r["seed"]].append(r["similarity"])
-            means = [float(np.mean(v)) for v in per_seed.values()]
+            means = seed_means(
+                [r for r in rows if r["method"] == method and cat in ("all", r["category"])]
+            )
             mean = float(np.mean(means))
-            gap = gt_sim - seed_sim
             out[cat][method] = {
                 "mean": mean,
                 "std": float(np.std(means)),
-                "gap_share": (mean - seed_sim) / gap if gap >= MIN_GAP else float("nan"),
+                "gap_share": gap_share(mean, seed_sim, gt_sim),
             }
     return out
 
@@ -223,18 +217,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     cfg, summary = result["config"], result["summary"]
     methods = [m for m in summary["all"] if m not in ("seed prompt", "ground truth", "n_tasks")]
 
-    def cell(entry: dict[str, float], spread: bool) -> str:
-        text = f"{entry['mean']:.3f}"
-        if spread and entry.get("std"):
-            text += f" ± {entry['std']:.3f}"
-        if not np.isnan(entry.get("gap_share", np.nan)):
-            text += f" (gap {100 * entry['gap_share']:.0f} %)"
-        return text
-
     lines = [
         "# PromptAppend-v0: train on training tasks, judge on unseen test tasks",
         "",
-        f"Written by `{result['command']}` (do not edit by hand). Seed 000's protocol: every "
+        written_by([result["command"]], "prompt_append_transfer.py")
+        + " (do not edit by hand). Seed 000's protocol: every "
         f"method spends **{cfg['budget']} reward evaluations on the world's training tasks** "
         "(162 tasks, all categories) and then writes one prompt per test task (38 tasks, none seen "
         "in training) without evaluating any reward on it. Image similarity to the target (seed "
@@ -252,7 +239,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     for cat, entry in summary.items():
         name = f"**{cat}**" if cat == "all" else cat
-        cells = [cell(entry[m], spread=True) for m in methods]
+        # No "± 0.000" where the spread is 0 (CLIP greedy: one run).
+        cells = [
+            cell(entry[m]["mean"], entry[m].get("std") or None, entry[m]["gap_share"])
+            for m in methods
+        ]
         lines.append(
             f"| {name} | {entry['n_tasks']['mean']:.0f} | {entry['seed prompt']['mean']:.3f} | "
             f"{entry['ground truth']['mean']:.3f} | " + " | ".join(cells) + " |"
@@ -270,8 +261,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         if shown[r0["category"]] >= 2:
             continue
         shown[r0["category"]] += 1
-        kept = set(r0["seed_prompt"].split(", "))
-        removed = ", ".join(p for p in r0["ground_truth"].split(", ") if p not in kept)
+        removed = removed_words(r0["seed_prompt"], r0["ground_truth"])
         for r in result["rows"]:
             if r["task"] == r0["task"] and r["seed"] == 0:
                 lines.append(

@@ -17,6 +17,14 @@ how well the images still follow their prompts (it should not fall by more than 
         --reward learned:runs/preference_rollout/blurred-latent --name blurred_rollout_kl1e-5 \
         --ppo.kl fixed --ppo.kl-coef 1e-5 --ppo.run-name blurred_rollout_kl1e-5
 
+    # the recipe that meets the bars (docs/preference.md): the 1,200-task clip-mlp reward model,
+    # 100 updates and the directly differentiated KL loss (the `rlhf` preset of agents.ppo_diffusion)
+    OMP_NUM_THREADS=1 python benchmarks/rlhf_miniature.py \
+        --reward learned:runs/preference_rollout_1200/blurred-clip-mlp --ppo.kl fixed \
+        --ppo.kl-coef 1e-5 --ppo.kl-loss-coef 1e-3 --ppo.num-updates 100 --ppo.seed 0 \
+        --name blurred_rollout1200_clipmlp_kl1e-5_klloss1e-3_u100_seed0 \
+        --ppo.run-name blurred_rollout1200_clipmlp_kl1e-5_klloss1e-3_u100_seed0 --ppo.torch-threads 1
+
 Writes docs/benchmarks/rlhf_<name>.{md,json} and docs/images/rlhf_<name>.png.
 """
 
