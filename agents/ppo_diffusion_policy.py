@@ -299,7 +299,8 @@ def ppo_update(
     direct_kl = cfg.kl_loss_coef > 0
     if direct_kl and buffer.base_means is None:
         raise ValueError(
-            "kl_loss_coef > 0 needs the base model's step means in the rollout buffer."
+            "kl_loss_coef > 0 needs the base model's step means (RolloutBuffer.base_means), which "
+            "this buffer lacks: build it with collect_rollout, or set kl_loss_coef=0."
         )
     ratio_dev: list[float] = []
     total = len(rows)
