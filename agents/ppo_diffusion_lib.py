@@ -90,13 +90,15 @@ def returns_to_go(terminal: torch.Tensor, kl: torch.Tensor, beta: float) -> torc
 
 
 def per_prompt_advantages(
-    returns: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6
+    returns: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6, scale: bool = True
 ) -> torch.Tensor:
     """Critic-free advantages: returns standardised within each prompt group, per step index.
 
     Every trajectory of a group shares its prompt, so the group mean is a per-prompt baseline
     (DDPO's per-prompt stat tracking, here within one rollout). Groups of a single trajectory fall
     back to the statistics of the whole batch, which is then plain batch normalisation.
+    ``scale=False`` only subtracts the baseline (as Dr. GRPO does): a group whose returns differ by
+    noise alone then gives small advantages rather than unit-variance ones.
     """
     adv = torch.empty_like(returns)
     ids, counts = torch.unique(groups, return_counts=True)
@@ -107,7 +109,7 @@ def per_prompt_advantages(
             mean, std = returns[rows].mean(0), returns[rows].std(0, unbiased=False)
         else:
             mean, std = batch_mean, batch_std
-        adv[rows] = (returns[rows] - mean) / (std + eps)
+        adv[rows] = (returns[rows] - mean) / (std + eps) if scale else returns[rows] - mean
     return adv
 
 

@@ -66,6 +66,10 @@ class DiffusionActorCritic(nn.Module):
             out = uncond + self._guidance * (text - uncond)
         return distribution_from_coefficients(self._coeffs[k], out, latents.float())
 
+    def step_std(self, k: torch.Tensor) -> torch.Tensor:
+        """σ_t of the reverse step at step indices ``k`` (the policy's and the base model's)."""
+        return self._coeffs.std.reshape(-1)[k.cpu()]
+
     def value_of(
         self, latents: torch.Tensor, k: torch.Tensor, embeds: torch.Tensor
     ) -> torch.Tensor:
@@ -112,8 +116,8 @@ class ValueNet(nn.Module):
 
 
 def build_policy_unet(base_unet: nn.Module, cfg: PPODiffusionConfig) -> nn.Module:
-    """A trainable copy of the base UNet: LoRA adapters (peft), every weight, or the
-    cross-attention keys and values."""
+    """A trainable copy of the base UNet: LoRA adapters (peft), every weight, the
+    cross-attention keys and values, or the weights of named modules."""
     unet = copy.deepcopy(base_unet)
     unet.requires_grad_(False)
     if cfg.finetune == "lora":
@@ -151,9 +155,21 @@ def build_policy_unet(base_unet: nn.Module, cfg: PPODiffusionConfig) -> nn.Modul
             )
         for p in trained:
             p.requires_grad_(True)
+    elif cfg.finetune == "modules":
+        names = [n for n, _ in unet.named_modules() if n]
+        for wanted in cfg.train_modules:
+            matched = [n for n in names if n == wanted or n.startswith(wanted + ".")]
+            if not matched:
+                tops = sorted({n.split(".")[0] for n in names})
+                raise ValueError(
+                    f"train_modules entry {wanted!r} names no UNet module; use a module name or "
+                    f"prefix such as {tops} (or 'up_blocks.2')."
+                )
+            unet.get_submodule(wanted).requires_grad_(True)
     else:
         raise ValueError(
-            f"finetune must be 'lora', 'full' or 'cross_attention', got {cfg.finetune!r}."
+            "finetune must be 'lora', 'full', 'cross_attention' or 'modules', got "
+            f"{cfg.finetune!r}."
         )
     return unet
 
@@ -294,6 +310,14 @@ def ppo_update(
     rows = torch.arange(b)[:, None].expand(b, n_sub).reshape(-1)
     cols = steps.reshape(-1)
     adv = advantages.clamp(-cfg.adv_clip, cfg.adv_clip)
+    # Steps below pg_min_std keep their KL terms but give no policy gradient (see the option).
+    step_std = accelerator.unwrap_model(model).step_std(torch.arange(t))
+    pg_steps = step_std >= cfg.pg_min_std
+    if not bool(pg_steps.any()):
+        raise ValueError(
+            f"pg_min_std={cfg.pg_min_std} excludes every step (the largest σ_t is "
+            f"{float(step_std.max()):.3f}); lower it."
+        )
     keys = ("pg_loss", "v_loss", "kl_loss", "approx_kl", "clipfrac")
     stats: dict[str, list[float]] = {k: [] for k in keys}
     direct_kl = cfg.kl_loss_coef > 0
@@ -326,9 +350,10 @@ def ppo_update(
                 old = buffer.log_probs[r, k].to(device)
                 a = adv[r, k].to(device)
                 ratio = torch.exp(log_prob - old)
-                pg = torch.maximum(
+                pg_terms = torch.maximum(
                     -a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
-                ).mean()
+                )
+                pg = (pg_terms * pg_steps[k].to(device)).mean()
                 loss = pg
                 if kl is not None:
                     # DPOK's KL regulariser: the exact per-step KL is differentiable in θ, so it

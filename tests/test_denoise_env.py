@@ -497,6 +497,12 @@ def test_prompt_sets(pipe, tmp_path):
     bad.write_text('{"prompt": "not a list"}')
     with pytest.raises(ValueError, match="not a list"):
         make(pipe, prompts=bad)
+    single = make(pipe, prompts="prompt:two blue stars on a grass field")
+    assert {single.reset(seed=s)[1]["prompt"] for s in range(3)} == {
+        "two blue stars on a grass field"
+    }
+    with pytest.raises(ValueError, match="names no prompt"):
+        make(pipe, prompts="prompt: ")
     fixed = make(pipe, prompts=lambda rng: "three green squares")
     assert fixed.reset()[1]["prompt"] == "three green squares"
     _, info = fixed.reset(options={"prompt": "one red circle"})

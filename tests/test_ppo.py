@@ -20,7 +20,13 @@ from agents.ppo_diffusion_lib import (
     per_prompt_advantages,
     returns_to_go,
 )
-from agents.ppo_diffusion_policy import DiffusionActorCritic, build_policy_unet, run_episodes
+from agents.ppo_diffusion_policy import (
+    DiffusionActorCritic,
+    build_policy_unet,
+    make_optimizer,
+    ppo_update,
+    run_episodes,
+)
 
 TINY = PPODiffusionConfig(
     num_steps=2,
@@ -236,6 +242,8 @@ def test_two_processes_keep_parameters_in_sync(tmp_path: Path) -> None:
         ({"reward_norm": "fit", "eval_episodes": 0}, "eval_episodes >= 2"),
         ({"clip_range": -1.0}, "clip_range"),
         ({"kl_loss_coef": -1.0}, "kl_loss_coef"),
+        ({"pg_min_std": -0.1}, "pg_min_std"),
+        ({"finetune": "modules", "train_modules": ()}, "train_modules"),
         ({"preset": "nope"}, "Unknown preset"),
     ],
 )
@@ -264,6 +272,58 @@ def test_cross_attention_finetune_trains_only_text_keys_and_values() -> None:
     trained = [n for n, p in unet.named_parameters() if p.requires_grad]
     assert trained and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in trained)
     assert any(".attn2.to_k." in n for n in trained) and any(".attn2.to_v." in n for n in trained)
+
+
+def test_modules_finetune_trains_only_the_named_modules() -> None:
+    import gymnasium as gym
+
+    import diffenvs  # noqa: F401
+
+    envs = gym.make_vec("DiffusionDenoise-v0", num_envs=1, num_steps=2, action_mode="latent")
+    cfg = replace(TINY, finetune="modules", train_modules=("conv_out", "up_blocks.2"))
+    unet = build_policy_unet(envs.core.pipe.unet, cfg)
+    trained = [n for n, p in unet.named_parameters() if p.requires_grad]
+    assert "conv_out.weight" in trained and any(n.startswith("up_blocks.2.") for n in trained)
+    assert all(n.startswith(("conv_out.", "up_blocks.2.")) for n in trained)
+    with pytest.raises(ValueError, match="names no UNet module"):
+        build_policy_unet(envs.core.pipe.unet, replace(cfg, train_modules=("up_blocks.9",)))
+
+
+def test_pg_min_std_drops_the_policy_gradient_of_low_noise_steps() -> None:
+    import gymnasium as gym
+    from accelerate import Accelerator
+
+    import diffenvs  # noqa: F401
+
+    # 4 steps: σ_t ≈ 0.78, 0.52, 0.04, 0.02. Advantages only on the last two steps.
+    envs = gym.make_vec(
+        "DiffusionDenoise-v0", num_envs=4, num_steps=4, action_mode="latent", reward="zero"
+    )
+    cfg = replace(TINY, num_steps=4, finetune="full", weight_decay=0.0, minibatch_size=8)
+    prompts = ["one large red circle in the middle of a grass field"] * 4
+    model = DiffusionActorCritic(build_policy_unet(envs.core.pipe.unet, cfg), envs.core)
+    out = run_episodes(model, envs, prompts, 3, 4)
+    del out["images"]
+    buffer = RolloutBuffer(**out, groups=torch.tensor([0, 0, 1, 1]), prompts=prompts)
+    advantages = torch.zeros(4, 4)
+    advantages[:, 2:] = torch.tensor([1.0, -1.0, 0.5, -0.5])[:, None]
+    assert torch.all(model.step_std(torch.arange(4))[2:] < 0.1)
+
+    def moved(pg_min_std: float) -> bool:
+        m = DiffusionActorCritic(build_policy_unet(envs.core.pipe.unet, cfg), envs.core)
+        before = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+        optimizer, scheduler = make_optimizer(m, cfg)
+        run_cfg = replace(cfg, pg_min_std=pg_min_std)
+        gen = torch.Generator().manual_seed(0)
+        ppo_update(
+            m, optimizer, scheduler, buffer, advantages, None, run_cfg, Accelerator(cpu=True), gen
+        )
+        return any(not torch.equal(p, before[n]) for n, p in m.named_parameters() if n in before)
+
+    assert moved(0.0)
+    assert not moved(0.1)  # the only non-zero advantages sit on steps below σ = 0.1
+    with pytest.raises(ValueError, match="excludes every step"):
+        moved(1.0)
 
 
 def test_kl_loss_keeps_the_policy_near_the_base_model() -> None:

@@ -252,6 +252,12 @@ def test_oracle_semantic_rewards(tiny_oracle):
         make_reward("oracle:colour=teal", oracle=tiny_oracle)
     with pytest.raises(ValueError, match="names no world attribute"):
         make_reward("oracle:a cat", oracle=tiny_oracle)
+    counts = make_reward("oracle:prompt:count", oracle=tiny_oracle)  # only the prompt's count
+    out = counts.evaluate(x, prompts)
+    assert out.details["n_attributes"].tolist() == [1, 0]
+    assert float(out.rewards[0]) == pytest.approx(float(probs["count"][0, 1]), abs=1e-6)
+    with pytest.raises(ValueError, match="after 'prompt:'"):
+        make_reward("oracle:prompt:colours", oracle=tiny_oracle)
 
 
 # --------------------------------------------------------------------------------------------

@@ -139,8 +139,8 @@ def count_prompts(split: str = "train", n: int = 64, seed: int = 0) -> list[str]
 
 
 def make_prompt_source(spec: Any = "world") -> PromptSource:
-    """``"world"``/``"world:SPLIT"``, a prompt file path, a list of prompts, ``fn(rng) -> str``, or a
-    :class:`PromptSource`."""
+    """``"world"``/``"world:SPLIT"``, ``"prompt:TEXT"`` (TEXT as the only prompt), a prompt file
+    path, a list of prompts, ``fn(rng) -> str``, or a :class:`PromptSource`."""
     if isinstance(spec, PromptSource):
         return spec
     if spec is None:
@@ -149,12 +149,17 @@ def make_prompt_source(spec: Any = "world") -> PromptSource:
         text = str(spec)
         if text == "world" or text.startswith("world:"):
             return WorldPrompts(text.partition(":")[2] or "train")
+        if text.startswith("prompt:"):
+            if not text[7:].strip():
+                raise ValueError("prompts='prompt:' names no prompt; write 'prompt:TEXT'.")
+            return ListPrompts([text[7:].strip()], origin=text)
         path = Path(text).expanduser()
         if path.is_file():
             return ListPrompts(read_prompt_file(path), origin=str(path))
         raise ValueError(
             f"prompts={text!r} is neither 'world', 'world:SPLIT' ({'/'.join(WORLD_SPLITS)}) nor an "
-            f"existing prompt file. To use it as the only prompt, pass prompts=[{text!r}]."
+            f"existing prompt file. To use it as the only prompt, pass 'prompt:{text}' (or "
+            f"prompts=[{text!r}] from Python)."
         )
     if callable(spec):
         return CallablePrompts(spec)

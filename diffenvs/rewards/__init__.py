@@ -12,6 +12,7 @@ name (aliases)                what it scores
 ``aesthetic:PATH``            LAION aesthetic MLP over CLIP image embeddings
 ``oracle``                    world oracle: does the image show what its prompt names?
 ``oracle:TEXT``               world oracle: does the image show TEXT (e.g. ``oracle:red``)?
+``oracle:prompt:ATTRS``       world oracle: prompt following on ATTRS only (``oracle:prompt:count``)
 ``pickscore``                 PickScore (needs the real weights)
 ``learned:PATH``              a preference reward model trained on rankings (docs/preference.md)
 ``zero``                      always 0 (overhead measurements, KL-only training)

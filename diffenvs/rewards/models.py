@@ -179,6 +179,8 @@ class OracleReward(Reward):
     * ``target=None``: prompt following; the attributes each image's prompt names are checked.
     * ``target="red"`` / ``"a red star"`` / ``"colour=red"``: a fixed property ("the image shows a
       red object"), whatever the prompt.
+    * ``target="prompt:count"`` (or ``"prompt:count,shape"``): prompt following restricted to
+      these attributes; a prompt naming none of them scores 0.
 
     The score is the mean oracle probability of the wanted classes (``soft=True``, differentiable)
     or the fraction the oracle's arg-max gets right (``soft=False``). Details: ``accuracy`` (hard
@@ -199,7 +201,17 @@ class OracleReward(Reward):
         from diffenvs.models import load_oracle
 
         self.fixed = None
-        if target is not None:
+        self.only: tuple[str, ...] | None = None
+        if target is not None and str(target).startswith("prompt:"):
+            self.only = tuple(a.strip() for a in str(target)[7:].split(",") if a.strip())
+            unknown = [a for a in self.only if a not in ATTRIBUTE_CLASSES]
+            if unknown or not self.only:
+                raise ValueError(
+                    f"Oracle target {target!r}: after 'prompt:' list the prompt's attributes to "
+                    f"check, comma-separated, from {list(ATTRIBUTE_CLASSES)} (e.g. 'prompt:count')."
+                )
+            self.name = f"oracle:{target}"
+        elif target is not None:
             self.fixed = parse_attribute_target(str(target))
             if not self.fixed:
                 raise ValueError(
@@ -229,6 +241,8 @@ class OracleReward(Reward):
             if self.fixed is not None
             else [parse_attribute_target(p) for p in prompts]
         )
+        if self.only is not None:
+            targets = [[(a, k) for a, k in pairs if a in self.only] for pairs in targets]
         soft, hard, count = [], [], []
         for i, pairs in enumerate(targets):
             if not pairs:
