@@ -51,7 +51,9 @@ def main(args: Args) -> None:
         ).images
 
         def decode(z: torch.Tensor) -> torch.Tensor:
-            return ((pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
+            return ((pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample + 1) / 2).clamp(
+                0, 1
+            )
 
         base = decode(latents)
 
