@@ -117,8 +117,9 @@ class PPODiffusionConfig:
     kl_horizon: float = 2000.0
     pg_min_std: float = 0.0
     """Steps whose reverse-step std σ_t is below this get no policy-gradient term (they still
-    count in the KL penalty and loss): a step's log-prob gradient grows like 1/σ_t, so the last,
-    nearly deterministic steps (σ ≈ 0.02-0.04 on the world) swamp the signal of the others."""
+    count in the KL penalty and loss). Per unit of noise the log-prob gradient of a step is
+    |dμ_t/dε| / σ_t; on the world's 4-step schedule the second-last step (σ = 0.04) has 8x the
+    others' and swamps the signal of the steps that decide the picture. 0.1 drops the last two."""
     kl_loss_coef: float = 0.0
     """DPOK-style regulariser: add this × the exact per-step KL to the base model to the loss and
     differentiate it directly (low variance; independent of the reward penalty ``kl``)."""
@@ -169,8 +170,9 @@ class PPODiffusionConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # Seed 004 Exp. 1 on one CPU thread (~6 min): every sample of one prompt moves onto a fixed
     # target image (the default world render: a yellow star on a night sky) that the base model
-    # never draws for this prompt. The KL loss, dropping the last two low-noise steps from the
-    # policy gradient and centred-only advantages keep it from drifting once it has converged.
+    # never draws for this prompt. The KL loss keeps the images drawable (plain PPO reaches the
+    # reward with textures); dropping the two low-noise steps from the policy gradient cuts the
+    # drift after convergence (docs/agents/ppo.md has the ablation).
     "target-image": {
         "reward": "target_rmse",
         "prompts": "prompt:one large yellow star in the middle of an ocean",
