@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import tyro
 
 from agents.ppo_diffusion_checkpoint import load_checkpoint, save_checkpoint
 from agents.ppo_diffusion_eval import (
@@ -67,7 +68,8 @@ class PPODiffusionConfig:
     """PPO on a diffusion policy (the world's UNet) through DiffusionDenoise-v0 in latent mode."""
 
     preset: Preset | None = None
-    """Start from a preset; options you set explicitly (to non-default values) override it."""
+    """Start from a preset; options given on the command line override it (from Python: options
+    that differ from the defaults, or that ``explicit`` names)."""
     model: str = "world"
     prompts: str = "world"
     """Training prompts: 'world', 'world:heldout', 'counts' (world captions naming counts), a file."""
@@ -165,6 +167,24 @@ class PPODiffusionConfig:
     """Stop (after checkpointing) once this many updates are done, as if the run were killed."""
     tensorboard: bool = True
     progress: bool = True
+    explicit: tyro.conf.Suppress[tuple[str, ...]] = ()
+    """Options given on the command line (the CLI fills this in): they win over the preset even
+    where they equal the defaults, e.g. ``--group-std`` after a preset that turns it off."""
+
+
+def options_in_argv(argv: list[str], config_type: type = PPODiffusionConfig) -> tuple[str, ...]:
+    """The config fields that command-line arguments name (``--kl-loss-coef``, ``--no-group-std``)."""
+    names = {f.name for f in fields(config_type)}
+    found: list[str] = []
+    for arg in argv:
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].split("=", 1)[0].replace("-", "_")
+        if name not in names and name.startswith("no_"):
+            name = name[3:]
+        if name in names and name not in found:
+            found.append(name)
+    return tuple(found)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -263,7 +283,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def resolve_config(cfg: PPODiffusionConfig) -> PPODiffusionConfig:
-    """Apply ``cfg.preset`` (explicitly changed options win), then validate."""
+    """Apply ``cfg.preset`` (options that differ from the defaults, or that ``cfg.explicit`` names,
+    win), then validate."""
     if cfg.preset is not None:
         if cfg.preset not in PRESETS:
             raise ValueError(f"Unknown preset {cfg.preset!r}; choose one of {sorted(PRESETS)}.")
@@ -271,7 +292,7 @@ def resolve_config(cfg: PPODiffusionConfig) -> PPODiffusionConfig:
         changed = {
             f.name: getattr(cfg, f.name)
             for f in fields(cfg)
-            if getattr(cfg, f.name) != getattr(default, f.name)
+            if getattr(cfg, f.name) != getattr(default, f.name) or f.name in cfg.explicit
         }
         if cfg.preset == "rlhf" and "reward" not in changed:
             raise ValueError(
@@ -576,6 +597,7 @@ def main(cfg: PPODiffusionConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import tyro
+    import sys
 
-    main(tyro.cli(PPODiffusionConfig))
+    cli_cfg = tyro.cli(PPODiffusionConfig)
+    main(replace(cli_cfg, explicit=options_in_argv(sys.argv[1:])))

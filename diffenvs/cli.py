@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Union
 
@@ -216,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         for typ, run in commands.values():
             if type(cfg) is typ:
+                if hasattr(cfg, "explicit"):  # presets: what the user typed wins over them
+                    from agents.ppo_diffusion import options_in_argv
+
+                    cfg = replace(cfg, explicit=options_in_argv(argv[2:], typ))
                 run(cfg)
                 return
     top: dict[str, Callable] = {"envs": envs, "demo": demo}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo_diffusion import PPODiffusionConfig, resolve_config, train
+from agents.ppo_diffusion import PPODiffusionConfig, options_in_argv, resolve_config, train
 from agents.ppo_diffusion_lib import (
     AdaptiveKLController,
     FixedKLController,
@@ -340,6 +340,14 @@ def test_kl_loss_keeps_the_policy_near_the_base_model() -> None:
 def test_presets_and_overrides() -> None:
     cfg = resolve_config(PPODiffusionConfig(preset="quick", num_updates=3))
     assert cfg.num_updates == 3 and cfg.num_steps == 4
+    # Command-line options win over the preset even where they equal the defaults.
+    argv = ["--preset", "target-image", "--group-std", "--pg-min-std=0", "--seed", "3"]
+    assert options_in_argv(argv) == ("preset", "group_std", "pg_min_std", "seed")
+    assert options_in_argv(["--no-group-std", "--not-an-option", "value"]) == ("group_std",)
+    target = PPODiffusionConfig(preset="target-image", seed=3)
+    assert resolve_config(target).group_std is False and resolve_config(target).pg_min_std == 0.1
+    typed = resolve_config(replace(target, explicit=options_in_argv(argv)))
+    assert typed.group_std is True and typed.pg_min_std == 0.0 and typed.num_updates == 150
     for name in ("target-image", "colourfulness-kl", "prompt-alignment"):
         resolve_config(PPODiffusionConfig(preset=name))  # every preset is a valid configuration
     assert resolve_config(PPODiffusionConfig(preset="colourfulness-kl")).kl == "adaptive"
