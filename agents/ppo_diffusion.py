@@ -140,6 +140,8 @@ class PPODiffusionConfig:
     value_learning_rate: float = 1e-4
     warmup_steps: int = 0
     """Linear warm-up of the policy learning rate, in optimiser steps."""
+    lr_decay: Literal["none", "linear"] = "none"
+    """'linear': after warm-up the policy learning rate falls linearly to 0 at the last update."""
     value_warmup_steps: int = 0
     weight_decay: float = 1e-4
     adam_eps: float = 1e-8

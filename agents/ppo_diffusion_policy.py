@@ -179,12 +179,32 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _warmup(steps: int):
-    return lambda step: 1.0 if steps <= 0 else min(1.0, (step + 1) / steps)
+def _schedule(warmup: int, decay_over: int = 0):
+    """Linear warm-up over ``warmup`` optimiser steps, then (``decay_over`` > 0) a linear fall to
+    0 at step ``decay_over``."""
+
+    def factor(step: int) -> float:
+        scale = 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+        if decay_over > 0 and step >= warmup:
+            scale *= max(0.0, 1.0 - (step - warmup) / max(1, decay_over - warmup))
+        return scale
+
+    return factor
+
+
+def optimiser_steps(cfg: PPODiffusionConfig) -> int:
+    """Optimiser steps of a whole run (every update takes the same number)."""
+    per_update = (
+        cfg.num_envs * cfg.episodes_per_update * math.ceil(cfg.timestep_fraction * cfg.num_steps)
+    )
+    return (
+        cfg.num_updates * cfg.num_epochs * per_update // (cfg.minibatch_size * cfg.grad_accum_steps)
+    )
 
 
 def make_optimizer(model: DiffusionActorCritic, cfg: PPODiffusionConfig) -> tuple[Any, Any]:
-    """AdamW over the trainable UNet weights (and the critic) and its linear warm-up schedule."""
+    """AdamW over the trainable UNet weights (and the critic) and its learning-rate schedule
+    (linear warm-up; for the policy, optionally a linear decay to 0 over the run)."""
     groups = [
         {
             "params": [p for p in model.unet.parameters() if p.requires_grad],
@@ -194,7 +214,9 @@ def make_optimizer(model: DiffusionActorCritic, cfg: PPODiffusionConfig) -> tupl
     if model.value is not None:
         groups.append({"params": list(model.value.parameters()), "lr": cfg.value_learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
-    lambdas = [_warmup(cfg.warmup_steps), _warmup(cfg.value_warmup_steps)][: len(groups)]
+    decay_over = optimiser_steps(cfg) if cfg.lr_decay == "linear" else 0
+    lambdas = [_schedule(cfg.warmup_steps, decay_over), _schedule(cfg.value_warmup_steps)]
+    lambdas = lambdas[: len(groups)]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return optimizer, scheduler
 

@@ -326,6 +326,16 @@ def test_pg_min_std_drops_the_policy_gradient_of_low_noise_steps() -> None:
         moved(1.0)
 
 
+def test_linear_lr_decay_reaches_zero_at_the_last_update() -> None:
+    from agents.ppo_diffusion_policy import _schedule, optimiser_steps
+
+    cfg = replace(TINY, num_updates=5, warmup_steps=2)  # one optimiser step per update
+    assert optimiser_steps(cfg) == 5
+    decay = _schedule(cfg.warmup_steps, optimiser_steps(cfg))
+    assert [round(decay(k), 3) for k in range(6)] == [0.5, 1.0, 1.0, 0.667, 0.333, 0.0]
+    assert _schedule(2)(10) == 1.0  # no decay unless asked
+
+
 def test_kl_loss_keeps_the_policy_near_the_base_model() -> None:
     # Full fine-tuning at a high learning rate drifts far from the base model in 6 updates (one
     # optimiser step each); the directly differentiated KL loss must hold that drift back.
