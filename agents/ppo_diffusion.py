@@ -120,7 +120,7 @@ class PPODiffusionConfig:
     pg_min_std: float = 0.0
     """Steps whose reverse-step std σ_t is below this get no policy-gradient term (they still
     count in the KL penalty and loss). Per unit of noise the log-prob gradient of a step is
-    |dμ_t/dε| / σ_t; on the world's 4-step schedule the second-last step (σ = 0.04) has 8x the
+    |dμ_t/dε| / σ_t; on the world's 4-step schedule the second-last step (σ = 0.04) has 7-8x the
     others' and swamps the signal of the steps that decide the picture. 0.1 drops the last two."""
     kl_loss_coef: float = 0.0
     """DPOK-style regulariser: add this × the exact per-step KL to the base model to the loss and
