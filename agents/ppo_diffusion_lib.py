@@ -169,11 +169,17 @@ class AdaptiveKLController:
 
 
 def make_prompt_source(spec: str) -> Any:
-    """A prompt source for a name: the env's own specs plus 'counts' / 'counts:heldout'."""
+    """A prompt source for a name: the env's own specs plus 'counts' / 'counts:heldout' (64
+    prompts) and 'counts:SPLIT:N' (N of them)."""
     from diffenvs.envs.denoise_prompts import ListPrompts, count_prompts
     from diffenvs.envs.denoise_prompts import make_prompt_source as env_source
 
     if spec == "counts" or spec.startswith("counts:"):
-        split = spec.partition(":")[2] or "train"
-        return ListPrompts(count_prompts(split), origin=spec)
+        split, _, size = spec.partition(":")[2].partition(":")
+        if size and not (size.isdigit() and int(size) >= 1):
+            raise ValueError(
+                f"prompts={spec!r}: write 'counts:SPLIT:N' with N a positive number of prompts "
+                "(e.g. counts:train:2048)."
+            )
+        return ListPrompts(count_prompts(split or "train", n=int(size or 64)), origin=spec)
     return env_source(spec)

@@ -326,6 +326,22 @@ def test_pg_min_std_drops_the_policy_gradient_of_low_noise_steps() -> None:
         moved(1.0)
 
 
+def test_count_prompt_sets() -> None:
+    from agents.ppo_diffusion_lib import make_prompt_source
+    from diffenvs.envs.denoise_prompts import count_prompts
+
+    small, large = make_prompt_source("counts"), make_prompt_source("counts:train:256")
+    held_out = make_prompt_source("counts:heldout")
+    assert len(small.prompts) == 64 and len(large.prompts) == 256
+    assert large.prompts[:64] == small.prompts  # a larger set extends the default one
+    assert not set(large.prompts) & set(held_out.prompts)
+    assert {p.split()[0] for p in large.prompts} == {"one", "two", "three"}
+    with pytest.raises(ValueError, match="counts:SPLIT:N"):
+        make_prompt_source("counts:train:many")
+    with pytest.raises(ValueError, match="distinct heldout count prompts"):
+        count_prompts("heldout", n=5000)
+
+
 def test_linear_lr_decay_reaches_zero_at_the_last_update() -> None:
     from agents.ppo_diffusion_policy import _schedule, optimiser_steps
 

@@ -129,12 +129,21 @@ def count_prompts(split: str = "train", n: int = 64, seed: int = 0) -> list[str]
     rng = np.random.default_rng(seed)
     out: list[str] = []
     seen: set[str] = set()
-    while len(out) < n:
+    misses = 0
+    # A long run of draws with nothing new means the split has fewer than n captions.
+    while len(out) < n and misses < 20_000:
+        misses += 1
         scene = sample_scene(rng, modifier_prob=0.0).with_(count=COUNTS[len(out) % len(COUNTS)])
         caption = scene.caption()
         if caption not in seen and is_held_out(caption) == (split == "heldout"):
             seen.add(caption)
             out.append(caption)
+            misses = 0
+    if len(out) < n:
+        raise ValueError(
+            f"Found only {len(out)} distinct {split} count prompts, fewer than n={n}; ask for fewer "
+            "(the world has ~4,700 training and ~500 held-out modifier-free captions)."
+        )
     return out
 
 
