@@ -28,7 +28,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.monitor import Monitor
 
 import diffenvs  # noqa: F401  (registers the environments)
-from agents.tabular import episode_statistics, parse_target
+from agents.tabular import episode_statistics, parse_target, run_episode
 from diffenvs.io import save_tensors, write_json
 
 
@@ -116,29 +116,11 @@ def make_model(
 
 def evaluate(model: BaseAlgorithm, env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
     """Deterministic (greedy) episodes from fixed starts; the tabular agent's statistics."""
-    records = []
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        start, distances, ret, length, done = info, [info["distance"]], 0.0, 0, False
-        while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, r, terminated, truncated, info = env.step(int(action))
-            ret, length = ret + float(r), length + 1
-            distances.append(info["distance"])
-            done = terminated or truncated
-        records.append(
-            {
-                "distances": distances,
-                "success": bool(info["is_success"]),
-                "length": length,
-                "return": ret,
-                "fine_start": start.get("fine_matches"),
-                "fine_end": info.get("fine_matches"),
-                "scene_start": start.get("scene_match"),
-                "scene_end": info.get("scene_match"),
-            }
-        )
-    return episode_statistics(records)
+
+    def act(obs: Any) -> int:
+        return int(model.predict(obs, deterministic=True)[0])
+
+    return episode_statistics([run_episode(env, act, seed + i) for i in range(episodes)])
 
 
 def main(cfg: SB3GrammarConfig) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -184,42 +185,46 @@ def check_config(cfg: TabularConfig) -> None:
 def evaluate(
     cfg: TabularConfig, env: gym.Env, q: np.ndarray, nvec: np.ndarray, episodes: int | None = None
 ) -> list[dict[str, Any]]:
-    """Greedy episodes (the random agent acts randomly) from fixed starts; one record each.
-
-    A record holds the per-step distances to the target (start included), success, length,
-    return, and the matched fine/coarse semantics at the start and at the end.
-    """
+    """Greedy episodes (the random agent acts randomly) from fixed starts; one
+    :func:`run_episode` record each."""
     # Starts are the same for every run (comparable); action noise (random agent, greedy ties)
     # depends on the run's seed.
     rng = np.random.default_rng([cfg.eval_seed, cfg.seed])
     n_actions = int(env.action_space.n)
-    records = []
-    for i in range(cfg.eval_episodes if episodes is None else episodes):
-        obs, info = env.reset(seed=cfg.eval_seed + i)
-        distances = [info["distance"]]
-        start = info
-        ret, done, length = 0.0, False, 0
-        while not done:
-            s = state_index(obs, nvec)
-            a = int(rng.integers(n_actions)) if cfg.algo == "random" else greedy(q[s], rng)
-            obs, r, terminated, truncated, info = env.step(a)
-            ret += float(r)
-            length += 1
-            distances.append(info["distance"])
-            done = terminated or truncated
-        records.append(
-            {
-                "distances": distances,
-                "success": bool(info["is_success"]),
-                "length": length,
-                "return": ret,
-                "fine_start": start.get("fine_matches"),
-                "fine_end": info.get("fine_matches"),
-                "scene_start": start.get("scene_match"),
-                "scene_end": info.get("scene_match"),
-            }
-        )
-    return records
+
+    def act(obs: Any) -> int:
+        if cfg.algo == "random":
+            return int(rng.integers(n_actions))
+        return greedy(q[state_index(obs, nvec)], rng)
+
+    episodes = cfg.eval_episodes if episodes is None else episodes
+    return [run_episode(env, act, cfg.eval_seed + i) for i in range(episodes)]
+
+
+def run_episode(env: gym.Env, act: Callable[[Any], int], seed: int) -> dict[str, Any]:
+    """One ``GrammarGrid-v0`` episode from ``env.reset(seed=seed)`` with ``act(obs) -> action``.
+
+    The record holds the per-step distances to the target (start included), success, length,
+    return, and the matched fine/coarse semantics at the start and at the end; every grid agent
+    evaluates with it, so their statistics compare.
+    """
+    obs, info = env.reset(seed=seed)
+    start, distances, ret, length, done = info, [info["distance"]], 0.0, 0, False
+    while not done:
+        obs, r, terminated, truncated, info = env.step(int(act(obs)))
+        ret, length = ret + float(r), length + 1
+        distances.append(info["distance"])
+        done = terminated or truncated
+    return {
+        "distances": distances,
+        "success": bool(info["is_success"]),
+        "length": length,
+        "return": ret,
+        "fine_start": start.get("fine_matches"),
+        "fine_end": info.get("fine_matches"),
+        "scene_start": start.get("scene_match"),
+        "scene_end": info.get("scene_match"),
+    }
 
 
 def episode_statistics(records: list[dict[str, Any]]) -> dict[str, float]:

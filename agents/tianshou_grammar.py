@@ -31,7 +31,7 @@ import tyro
 from torch import nn
 
 import diffenvs  # noqa: F401  (registers the environments)
-from agents.tabular import episode_statistics, parse_target
+from agents.tabular import episode_statistics, parse_target, run_episode
 from diffenvs.io import save_tensors, write_json
 
 
@@ -118,30 +118,12 @@ def make_venv(cfg: TianshouGrammarConfig, n: int, seed: int) -> Any:
 
 def evaluate(net: OneHotQNet, env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
     """Greedy episodes from fixed starts; the tabular agent's statistics."""
-    records = []
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        start, distances, ret, length, done = info, [info["distance"]], 0.0, 0, False
-        while not done:
-            with torch.no_grad():
-                action = int(net(obs[None])[0].argmax())
-            obs, r, terminated, truncated, info = env.step(action)
-            ret, length = ret + float(r), length + 1
-            distances.append(info["distance"])
-            done = terminated or truncated
-        records.append(
-            {
-                "distances": distances,
-                "success": bool(info["is_success"]),
-                "length": length,
-                "return": ret,
-                "fine_start": start.get("fine_matches"),
-                "fine_end": info.get("fine_matches"),
-                "scene_start": start.get("scene_match"),
-                "scene_end": info.get("scene_match"),
-            }
-        )
-    return episode_statistics(records)
+
+    def act(obs: Any) -> int:
+        with torch.no_grad():
+            return int(net(obs[None])[0].argmax())
+
+    return episode_statistics([run_episode(env, act, seed + i) for i in range(episodes)])
 
 
 def main(cfg: TianshouGrammarConfig) -> dict[str, Any]:
