@@ -1,8 +1,8 @@
-"""How much colourfulness (seed 004 App. A) can the world's images gain while the oracle still reads
+"""How much colourfulness (Kristiansen & Vågen 2023, App. A) can the world's images gain while the oracle still reads
 their prompts? Edits the base model's held-out samples by hand and scores them, to show what a
 policy would have to learn to meet the "1.5x colourfulness within 10 points" bar of diffusion PPO.
 
-    python benchmarks/colourfulness_headroom.py   # ~1 min; writes docs/benchmarks/colourfulness_headroom.{md,json}
+    python benchmarks/colourfulness_headroom.py   # ~1 min; writes benchmarks/results/ppo/colourfulness_headroom.{md,json}
 
 Edits: saturation (each pixel pushed away from its grey), Gaussian RGB noise per pixel, the same
 noise in 8 x 8 blocks, Gaussian noise added to the final latent before the VAE decodes it, and, as
@@ -33,7 +33,7 @@ class Args:
     frontier_steps: tuple[int, ...] = (5, 10, 15, 20, 40)
     """Also score the λ = 0 optimisation after these Adam steps: how far colourfulness climbs
     before prompt following falls by 10 points, with no oracle in the objective."""
-    out: str = "docs/benchmarks/colourfulness_headroom"
+    out: str = "benchmarks/results/ppo/colourfulness_headroom"
 
 
 def soft_colourfulness(images: torch.Tensor, n_bins: int = 7, tau: float = 0.3) -> torch.Tensor:
@@ -67,7 +67,7 @@ def optimise_latents(
 
 
 def main(args: Args) -> None:
-    from agents.ppo_diffusion_lib import make_prompt_source
+    from agents.ppo.rollout import make_prompt_source
     from diffenvs.io import atomic_write_bytes
     from diffenvs.models import load_pipeline
     from diffenvs.rewards import make_reward
@@ -155,7 +155,7 @@ def main(args: Args) -> None:
         "",
         "Written by `python benchmarks/colourfulness_headroom.py`. The base model's samples of "
         f"{args.n} held-out world prompts ({args.num_steps} DDIM steps, η = 1), edited by hand and scored "
-        "by `colourfulness` (vivid-pixel share × hue entropy, seed 004 App. A) and by the oracle's "
+        "by `colourfulness` (vivid-pixel share × hue entropy, Kristiansen & Vågen 2023, App. A) and by the oracle's "
         "prompt-following accuracy. The diffusion-PPO bar asks for ≥ 1.5× colourfulness with the "
         "accuracy within 10 points.",
         "",

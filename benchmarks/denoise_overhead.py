@@ -10,7 +10,7 @@ Measures, on the embedded world's model by default:
 (c) the cost per image of every reward in the library (batch of ``reward_batch`` world images).
 
 Runs are interleaved (plain, env, pipeline, plain, ...) and medians reported, so background load
-affects all contenders alike. Writes a markdown report (default ``docs/benchmarks/denoise.md``).
+affects all contenders alike. Writes a markdown report (default ``benchmarks/results/denoise/denoise.md``).
 
     python benchmarks/denoise_overhead.py                       # ~15 min on 2 CPU cores
     python benchmarks/denoise_overhead.py --repeats 3 --num-envs 1 4 16
@@ -54,7 +54,7 @@ class Args:
     reward_batch: int = 64
     reward_repeats: int = 3
     threads: int = 1
-    out: str = "docs/benchmarks/denoise.md"
+    out: str = "benchmarks/results/denoise/denoise.md"
 
 
 def _prompts(n: int, seed: int) -> list[str]:

@@ -1,15 +1,17 @@
 """Seed 003 Table 3 on GrammarGrid-v0: {Q, SARSA, Random} × {reward 1, 2, 3} × {ε 0.01, 0.1}.
 
-One command writes the table (mean ± std over seeds) to ``docs/benchmarks/grammar_grid.md``, the
-raw numbers to ``docs/benchmarks/grammar_grid.json`` and learning curves to
-``docs/benchmarks/grammar_grid.png``; it also trains on the 9× grid and reports its run time:
+One command writes the table (mean ± std over seeds) to ``benchmarks/results/grammar_grid/grammar_grid.md``,
+the raw numbers to ``benchmarks/results/grammar_grid/grammar_grid.json`` and learning curves to
+``docs/images/grammar_grid.png`` (the figure of the docs' results page); it also trains on the 9×
+grid and reports its run time:
 
     python benchmarks/grammar_grid_table.py                      # renderer images, oracle detector
     python benchmarks/grammar_grid_table.py --model world --epsilons 0.1 --no-scale \
-        --out-md docs/benchmarks/grammar_grid_world.md --out-json docs/benchmarks/grammar_grid_world.json \
-        --out-png docs/benchmarks/grammar_grid_world.png       # the text-to-image world model
+        --out-md benchmarks/results/grammar_grid/grammar_grid_world.md \
+        --out-json benchmarks/results/grammar_grid/grammar_grid_world.json \
+        --out-png benchmarks/results/grammar_grid/grammar_grid_world.png   # the text-to-image world model
 
-Statistics are those of :func:`agents.tabular.episode_statistics`, over greedy evaluation
+Statistics are those of :func:`agents.common.grid.episode_statistics`, over greedy evaluation
 episodes from 100 fixed random starts after training. Rewards whose weights are missing (CLIP for
 reward 3) are skipped with a note.
 """
@@ -17,6 +19,7 @@ reward 3) are skipped with a note.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -31,7 +34,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
-from agents.tabular import TabularConfig, main
+from agents.grid.config import TabularConfig
+from agents.grid.tabular import train as main
 from diffenvs.world.paths import weights_path
 
 REWARD_NAMES = {1: "multi_semantic", 2: "partial_semantic", 3: "clip"}
@@ -70,9 +74,9 @@ class BenchConfig:
     scale_grammar: str = "default_9x"
     scale_episodes: int = 50000
     scale_seeds: tuple[int, ...] = (0, 1, 2)
-    out_md: str = "docs/benchmarks/grammar_grid.md"
-    out_json: str = "docs/benchmarks/grammar_grid.json"
-    out_png: str = "docs/benchmarks/grammar_grid.png"
+    out_md: str = "benchmarks/results/grammar_grid/grammar_grid.md"
+    out_json: str = "benchmarks/results/grammar_grid/grammar_grid.json"
+    out_png: str = "docs/images/grammar_grid.png"
     extra_env_kwargs: dict[str, str] = field(default_factory=dict)
 
 
@@ -148,18 +152,9 @@ def plot(
     plt.close(fig)
 
 
-def bench(bc: BenchConfig) -> None:
-    torch.set_num_threads(1)
-    rewards, notes = available_rewards(bc.rewards)
-    jobs = [
-        (algo, r, eps, seed)
-        for algo in bc.algos
-        for r in rewards
-        for eps in bc.epsilons
-        for seed in bc.seeds
-    ]
-    # Generate and read every state once up front (shared by all runs in this process), so the
-    # training times below measure learning, not image generation.
+def precompute_states(bc: BenchConfig, rewards: list[int]) -> dict[tuple[str, int], float]:
+    """Generate and read every state once up front (shared by all runs in this process), so the
+    training times of the table measure learning, not image generation. Returns seconds per grid."""
     gen_times = {}
     for grammar in (bc.grammar, bc.scale_grammar) if bc.scale else (bc.grammar,):
         for r in rewards if grammar == bc.grammar else [1]:
@@ -173,6 +168,18 @@ def bench(bc: BenchConfig) -> None:
                 precompute=True,
             )
             gen_times[(grammar, r)] = time.perf_counter() - t0
+    return gen_times
+
+
+def run_table(bc: BenchConfig, rewards: list[int]) -> tuple[dict, float]:
+    """Every agent × reward × ε × seed on the default grid; (runs by row, wall seconds)."""
+    jobs = [
+        (algo, r, eps, seed)
+        for algo in bc.algos
+        for r in rewards
+        for eps in bc.epsilons
+        for seed in bc.seeds
+    ]
     results: dict[tuple[str, int, float], list[dict]] = {}
     start = time.perf_counter()
     for algo, r, eps, seed in tqdm(jobs, desc="table runs"):
@@ -180,19 +187,44 @@ def bench(bc: BenchConfig) -> None:
         results.setdefault((algo, r, eps), []).append(
             run_one(bc, bc.grammar, algo, r, eps, seed, episodes)
         )
-    table_time = time.perf_counter() - start
+    return results, time.perf_counter() - start
 
-    # The 9x grid: Q-learning vs random, with run time.
+
+def run_scale(bc: BenchConfig) -> tuple[dict[str, list[dict]], float]:
+    """The 9× grid: Q-learning vs random, with run time."""
     scale: dict[str, list[dict]] = {}
-    scale_start = time.perf_counter()
+    start = time.perf_counter()
     for algo in ("q_learning", "random") if bc.scale else ():
         for seed in tqdm(bc.scale_seeds, desc=f"9x grid {algo}"):
             episodes = bc.random_episodes if algo == "random" else bc.scale_episodes
             scale.setdefault(algo, []).append(
                 run_one(bc, bc.scale_grammar, algo, 1, 0.1, seed, episodes)
             )
-    scale_time = time.perf_counter() - scale_start
+    return scale, time.perf_counter() - start
 
+
+def bench(bc: BenchConfig) -> None:
+    torch.set_num_threads(1)
+    rewards, notes = available_rewards(bc.rewards)
+    gen_times = precompute_states(bc, rewards)
+    results, table_time = run_table(bc, rewards)
+    scale, scale_time = run_scale(bc)
+    md = write_page(bc, rewards, notes, results, gen_times, table_time, scale, scale_time)
+    write_raw_and_plot(bc, rewards, results, gen_times, table_time, scale, scale_time)
+    print(md)
+
+
+def write_page(
+    bc: BenchConfig,
+    rewards: list[int],
+    notes: list[str],
+    results: dict,
+    gen_times: dict[tuple[str, int], float],
+    table_time: float,
+    scale: dict[str, list[dict]],
+    scale_time: float,
+) -> str:
+    """The markdown table page (written to ``bc.out_md``); returns its text."""
     # ---------------------------------------------------------------- markdown
     header = "| Agent | Reward | ε | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (3 + len(COLUMNS))]
@@ -232,7 +264,7 @@ def bench(bc: BenchConfig) -> None:
         + (f" --model {bc.model}" if bc.model != "renderer" else "")
         + (f" --detector {bc.detector}" if bc.detector != "oracle" else "")
     )
-    md = f"""# GrammarGrid-v0: seed 003 Table 3
+    md = f"""# GrammarGrid-v0: Marathe (RLDF), Table 3
 
 Produced by `{command}` on {time.strftime("%Y-%m-%d")} ({platform.machine()}, {torch.get_num_threads()} torch thread, shared 2-core CPU).
 Grid: `{bc.grammar}` ({n_base} states, 8 actions); images: `model="{bc.model}"`; semantic rewards read by
@@ -245,7 +277,7 @@ ignore ε). Table run time: {table_time / 60:.1f} min, after generating and read
 reward ({", ".join(f"reward {r}: {gen_times[(bc.grammar, r)]:.0f} s" for r in rewards)}).
 {" ".join(notes)}
 
-Columns (as in seed 003 Table 3): distance from the goal in grid steps along an evaluation episode — final (D_f),
+Columns (as in Marathe (RLDF), Table 3): distance from the goal in grid steps along an evaluation episode — final (D_f),
 maximum, minimum, standard deviation (ρ) and variance (σ²); Conv. = share of episodes that reach the target;
 F / C Semantic = matched fine (count, shape, colour) slots / coarse (scene) slot at the end minus at the start of
 an episode, as read by the detector; Steps = episode length (100 = time-out); Train s = training wall time on a
@@ -254,7 +286,7 @@ shared CPU that was also training the world's models (large spreads there are ru
 
 {chr(10).join(lines)}
 
-![learning curves]({Path(bc.out_png).name})
+![learning curves]({os.path.relpath(bc.out_png, Path(bc.out_md).parent)})
 """
     if bc.scale:
         md += f"""
@@ -279,6 +311,18 @@ training (`precompute`): {gen_times[(bc.scale_grammar, 1)]:.0f} s for the 9× gr
         )
     Path(bc.out_md).parent.mkdir(parents=True, exist_ok=True)
     Path(bc.out_md).write_text(md)
+    return md
+
+
+def write_raw_and_plot(
+    bc: BenchConfig,
+    rewards: list[int],
+    results: dict,
+    gen_times: dict[tuple[str, int], float],
+    table_time: float,
+    scale: dict[str, list[dict]],
+    scale_time: float,
+) -> None:
     raw = {
         "config": asdict(bc),
         "table_time_s": table_time,
@@ -302,7 +346,6 @@ training (`precompute`): {gen_times[(bc.scale_grammar, 1)]:.0f} s for the 9× gr
     level = float(np.mean([np.mean(x["curve"]) for x in rnd])) if rnd else None
     title = f"{bc.grammar} grid, ε = 0.1, mean ± std over {len(bc.seeds)} seeds"
     plot(curves, Path(bc.out_png), title, level)
-    print(md)
 
 
 if __name__ == "__main__":

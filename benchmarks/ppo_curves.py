@@ -1,5 +1,5 @@
 """Overlay the rollout-reward curves of several diffusion-PPO runs (their progress.csv) in one
-figure, for ablations such as the one in docs/agents/ppo.md.
+figure, for ablations such as the one in docs/results/ppo.md.
 
     python benchmarks/ppo_curves.py --runs runs/ppo_diffusion/A runs/ppo_diffusion/B \
         --labels "KL loss" "KL loss + pg_min_std" --out docs/images/ppo_ablation.png
@@ -17,7 +17,7 @@ import tyro
 @dataclass
 class Args:
     runs: tuple[str, ...]
-    """Run folders, each holding a progress.csv written by agents.ppo_diffusion."""
+    """Run folders, each holding a progress.csv written by agents.ppo."""
     labels: tuple[str, ...] = ()
     """One legend entry per run (default: the folder names)."""
     out: str = "ppo_curves.png"
@@ -29,7 +29,7 @@ class Args:
 def read_column(run: Path, column: str) -> tuple[list[int], list[float]]:
     path = run / "progress.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass run folders of agents.ppo_diffusion.")
+        raise FileNotFoundError(f"{path} does not exist; pass run folders of agents.ppo.")
     with path.open() as f:
         rows = list(csv.DictReader(f))
     if rows and column not in rows[0]:

@@ -1,11 +1,11 @@
 """Preference accuracy of hand-made and learned rewards on held-out synthetic comparisons
-(seed 002 Table 1 on the embedded world).
+(Võ Mạnh Quyền, Table 1 on the embedded world).
 
 Comparison tasks are world-model samples (4 seeds per prompt, 20 DDIM steps); train tasks use
 train-split prompts, held-out tasks held-out prompts. A synthetic labeler (the oracle preferring
 an attribute, plus prompt following, with Gumbel noise) ranks every task; each learned model trains
 on the train rankings only. Accuracy = share of held-out (better, worse) pairs a reward orders the
-labeler's way. Writes docs/benchmarks/preference.{md,json}.
+labeler's way. Writes benchmarks/results/preference/preference.{md,json}.
 
     OMP_NUM_THREADS=2 python benchmarks/preference_table.py        # ~10 min on 2 CPU cores
 """
@@ -54,7 +54,7 @@ class PreferenceBenchConfig:
     varied candidates; held-out tasks never have them)."""
     work: Path = Path("runs/preference")
     """Tasks, labels and trained models go here (reused when present)."""
-    out: Path = Path("docs/benchmarks")
+    out: Path = Path("benchmarks/results/preference")
     seed: int = 0
 
 

@@ -20,7 +20,7 @@ import torch
 import tyro
 from prompt_append_table import pick_tasks  # this folder is on sys.path when run as a script
 
-from agents.prompt_baselines import PromptEnvArgs, make_env
+from agents.common.prompt_env import PromptEnvArgs, make_env
 
 
 @dataclass

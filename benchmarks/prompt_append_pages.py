@@ -144,7 +144,7 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
         "",
         written_by(result.get("commands"), "prompt_append_table.py")
         + " (do not edit by hand). Image similarity to "
-        "the target (seed 000 eq. 4, world CLIP) of the final prompt, averaged over the held-out "
+        "the target (Gudibande & Zhu, eq. 4, world CLIP) of the final prompt, averaged over the held-out "
         f"evaluation seeds {cfg['eval_seeds']}; agents trained on generation seeds "
         f"{cfg['generation_seeds']}. World {cfg.get('split', 'test')}-split tasks, "
         f"{cfg['tasks_per_category']} per "
@@ -179,7 +179,7 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
             else ""
         )
         + ". Per-task optimisation (each run optimises one "
-        "task, as in seed 001). "
+        "task, as in Naik et al.). "
         + (
             "One CPU thread per process; wall time summed over the processes "
             if len(result.get("commands", [])) > 1
@@ -226,7 +226,7 @@ def render_markdown(result: dict[str, Any], fig_rows: list[dict[str, Any]]) -> s
         f"**{speed['warm_evals_per_s']:,.0f}** with a warm one (rewards, images and embeddings "
         "are cached by (prompt, seed)).",
         "",
-        "## Learned prompts (seed 000 Table 4)",
+        "## Learned prompts (Gudibande & Zhu, Table 4)",
         "",
         "| category | seed prompt | removed (ground truth) | method | seed | appended | similarity |",
         "|---|---|---|---|---|---|---|",

@@ -1,11 +1,11 @@
-"""PromptAppend-v0 benchmark: seed 000's comparison on the embedded world, one CPU thread.
+"""PromptAppend-v0 benchmark: Gudibande & Zhu's comparison on the embedded world, one CPU thread.
 
 Per task category (the modifier categories removed from the ground truth), the image similarity to
-the target (seed 000 eq. 4, mean over held-out evaluation seeds) of: the seed prompt alone, the
-ground-truth prompt, seed 001's CLIP-ranked greedy prompt, random search, SQL, REINFORCE and SB3
+the target (Gudibande & Zhu, eq. 4, mean over held-out evaluation seeds) of: the seed prompt alone, the
+ground-truth prompt, Naik et al.'s CLIP-ranked greedy prompt, random search, SQL, REINFORCE and SB3
 MaskablePPO, the learners all at the same budget of reward evaluations per task, over several
 seeds. Also reward evaluations per second with a cold and a warm cache, the learned prompts
-(seed 000 Table 4) and a picture like seed 000 Fig. 4. Writes docs/benchmarks/prompt_append.{json,md,png}.
+(Gudibande & Zhu, Table 4) and a picture like Gudibande & Zhu, Fig. 4. Writes benchmarks/results/prompt_append/prompt_append.{json,md,png}.
 
     OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py            # ~35 min, 1 thread
     OMP_NUM_THREADS=1 python benchmarks/prompt_append_table.py --budget 48 --name prompt_append_b48
@@ -32,17 +32,16 @@ import tyro
 from PIL import Image
 from prompt_append_pages import METHODS, figure_rows, paired_vs_random, render_markdown, summarise
 
-from agents.prompt_baselines import BaselineConfig, PromptEnvArgs, make_env
-from agents.prompt_baselines import main as baseline
-from agents.reinforce import ReinforceConfig
-from agents.reinforce import main as reinforce
-from agents.sb3_prompt import SB3PromptConfig
-from agents.sb3_prompt import main as sb3
-from agents.sql import SQLConfig
-from agents.sql import main as sql
-from diffenvs.envs.prompt_append import clear_caches
+from agents.adapters.sb3.config import SB3PromptConfig
+from agents.adapters.sb3.prompt import train as sb3
+from agents.common.prompt_env import PromptEnvArgs, make_env
+from agents.prompt.baselines import train as baseline
+from agents.prompt.config import BaselineConfig, ReinforceConfig, SQLConfig
+from agents.prompt.reinforce import train as reinforce
+from agents.prompt.sql import train as sql
 from diffenvs.envs.prompt_tasks import world_tasks
 from diffenvs.io import atomic_write_bytes, write_json
+from diffenvs.models import clear_caches
 
 
 @dataclass
@@ -70,7 +69,7 @@ class BenchConfig:
     (12 words; with 2 appends its 132 prompts are nearly covered by the budget)."""
     name: str = "prompt_append"
     """output files: OUT/NAME.{json,md,png}."""
-    out: Path = Path("docs/benchmarks")
+    out: Path = Path("benchmarks/results/prompt_append")
     methods: tuple[str, ...] = METHODS
     """the searchers/learners to run ('SQL (greedy)' comes with 'SQL')."""
     quick: bool = False

@@ -1,4 +1,4 @@
-"""PromptAppend-v0 in seed 000's protocol: learn on the training tasks, judge on unseen test tasks.
+"""PromptAppend-v0 in Gudibande & Zhu's protocol: learn on the training tasks, judge on unseen test tasks.
 
 Seed 000 trains RLPrompt on the 80 % training part of a prompt dataset and reports the 20 % test
 part. Here every method spends the same budget of reward evaluations on the world's *training*
@@ -12,7 +12,7 @@ reward there:
 * **fixed suffix** (random search at the same budget): random word sequences, each scored on the
   same `--probe-tasks` training tasks; the best mean is appended to every test prompt. A method
   that cannot read the task can do no better than one suffix for all.
-* **CLIP greedy** (seed 001's ranking, no reward evaluation at all) and the seed prompt and ground
+* **CLIP greedy** (Naik et al.'s ranking, no reward evaluation at all) and the seed prompt and ground
   truth as the floor and the target.
 
 Writes OUT/NAME.{json,md}.
@@ -36,9 +36,11 @@ import torch
 import tyro
 from prompt_append_pages import cell, command_line, gap_share, removed_words, seed_means, written_by
 
-from agents.prompt_baselines import PromptEnvArgs, clip_greedy, decode, final_report, make_env
-from agents.sql import SQLConfig, greedy, sql_env_options
-from agents.sql import main as sql
+from agents.common.prompt_env import PromptEnvArgs, decode, final_report, make_env
+from agents.prompt.baselines import clip_greedy
+from agents.prompt.config import SQLConfig
+from agents.prompt.sql import greedy, sql_env_options
+from agents.prompt.sql import train as sql
 from diffenvs.io import atomic_write_bytes, write_json
 
 
@@ -59,7 +61,7 @@ class TransferConfig:
     generation_seeds: tuple[int, ...] = (0, 1)
     eval_seeds: tuple[int, ...] = (100, 101, 102, 103)
     name: str = "prompt_append_transfer"
-    out: Path = Path("docs/benchmarks")
+    out: Path = Path("benchmarks/results/prompt_append")
     quick: bool = False
     """budget 64, one seed: checks the script, numbers mean little."""
 

@@ -10,7 +10,7 @@ the styled image beats the plain one; the oracle gives each set's style rate and
     OMP_NUM_THREADS=2 python benchmarks/reward_model_check.py \\
         --models runs/preference_rollout/blurred-latent runs/preference_rollout_1200/blurred-latent
 
-Writes docs/benchmarks/reward_model_check_NAME.{md,json}.
+Writes benchmarks/results/preference/reward_model_check_NAME.{md,json}.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class CheckConfig:
     """The RLHF rollout sampler's settings (10 DDIM steps, η = 1)."""
     seed: int = 5
     name: str = "blurred"
-    out: Path = Path("docs/benchmarks")
+    out: Path = Path("benchmarks/results/preference")
 
 
 def _mean(values: torch.Tensor) -> float:
@@ -51,7 +51,7 @@ def _mean(values: torch.Tensor) -> float:
 
 
 def run(cfg: CheckConfig) -> dict:
-    from agents.ppo_diffusion_lib import make_prompt_source
+    from agents.ppo.rollout import make_prompt_source
     from diffenvs.generate import ImageGenerator
     from diffenvs.rewards import OracleReward, make_reward
 

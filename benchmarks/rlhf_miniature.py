@@ -1,4 +1,4 @@
-"""RLHF in miniature (seed 004 Exp. 4/6 on the embedded world): PPO against a learned reward.
+"""RLHF in miniature (Kristiansen & Vågen 2023, Exp. 4/6 on the embedded world): PPO against a learned reward.
 
 A synthetic labeler that prefers one attribute (default: blurred images that follow their prompt)
 ranked the world model's samples and a reward model was trained on those rankings
@@ -17,15 +17,15 @@ how well the images still follow their prompts (it should not fall by more than 
         --reward learned:runs/preference_rollout/blurred-latent --name blurred_rollout_kl1e-5 \
         --ppo.kl fixed --ppo.kl-coef 1e-5 --ppo.run-name blurred_rollout_kl1e-5
 
-    # the recipe that meets the bars (docs/preference.md): the 1,200-task clip-mlp reward model,
-    # 100 updates and the directly differentiated KL loss (the `rlhf` preset of agents.ppo_diffusion)
+    # the recipe that meets the bars (docs/results/preference.md): the 1,200-task clip-mlp reward model,
+    # 100 updates and the directly differentiated KL loss (the `rlhf` preset of agents.ppo)
     OMP_NUM_THREADS=1 python benchmarks/rlhf_miniature.py \
         --reward learned:runs/preference_rollout_1200/blurred-clip-mlp --ppo.kl fixed \
         --ppo.kl-coef 1e-5 --ppo.kl-loss-coef 1e-3 --ppo.num-updates 100 --ppo.seed 0 \
         --name blurred_rollout1200_clipmlp_kl1e-5_klloss1e-3_u100_seed0 \
         --ppo.run-name blurred_rollout1200_clipmlp_kl1e-5_klloss1e-3_u100_seed0 --ppo.torch-threads 1
 
-Writes docs/benchmarks/rlhf_<name>.{md,json} and docs/images/rlhf_<name>.png.
+Writes benchmarks/results/rlhf/rlhf_<name>.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ from typing import Any
 import numpy as np
 import tyro
 
-from agents.ppo_diffusion import PPODiffusionConfig, train
-from agents.ppo_diffusion_eval import save_before_after
+from agents.ppo.config import PPOConfig
+from agents.ppo.evaluate import save_before_after
+from agents.ppo.train import train
 from diffenvs.io import atomic_write_bytes, write_json
 
 # Full fine-tuning (fastest to learn on CPU), 10 steps, modifier-free count captions; one
 # optimiser step per rollout of 16 images.
-RLHF_PPO = PPODiffusionConfig(
+RLHF_PPO = PPOConfig(
     prompts="counts",
     eval_prompts="counts:heldout",
     num_steps=10,
@@ -74,10 +75,10 @@ class RLHFConfig:
     attribute: str = "blurred"
     """The attribute the synthetic labeler preferred; its oracle rate is the headline number."""
     name: str = "blurred"
-    """Output names: docs/benchmarks/rlhf_NAME.{md,json}, docs/images/rlhf_NAME.png."""
-    ppo: PPODiffusionConfig = field(default_factory=lambda: RLHF_PPO)
-    """PPO settings (every option of agents/ppo_diffusion.py, as --ppo.OPTION)."""
-    out: Path = Path("docs")
+    """Output names: OUT/rlhf_NAME.{md,json,png}."""
+    ppo: PPOConfig = field(default_factory=lambda: RLHF_PPO)
+    """PPO settings (every option of agents/ppo/config.py, as --ppo.OPTION)."""
+    out: Path = Path("benchmarks/results/rlhf")
 
 
 def attribute_rate(images: np.ndarray, attribute: str) -> float:
@@ -120,9 +121,9 @@ def run(cfg: RLHFConfig) -> dict[str, Any]:
 
 def write_report(cfg: RLHFConfig, s: dict[str, Any]) -> None:
     before, after = s.pop("_images")
-    grid = cfg.out / "images" / f"rlhf_{cfg.name}.png"
+    grid = cfg.out / f"rlhf_{cfg.name}.png"
     save_before_after(before[: cfg.ppo.grid_images], after[: cfg.ppo.grid_images], grid)
-    write_json(cfg.out / "benchmarks" / f"rlhf_{cfg.name}.json", s)
+    write_json(cfg.out / f"rlhf_{cfg.name}.json", s)
     p = s["ppo"]
     gain_ok = s["attribute_gain_points"] >= 30
     keep_ok = s["prompt_following_change_points"] >= -10
@@ -143,11 +144,11 @@ before and after.
 | prompt following (oracle) | {100 * s["prompt_following_before"]:.1f} % | {100 * s["prompt_following_after"]:.1f} % | {s["prompt_following_change_points"]:+.1f} points | within 10 points: {"met" if keep_ok else "**not met**"} |
 | reward (`{s["reward"]}`) | {s["reward_before"]:.3f} | {s["reward_after"]:.3f} | {s["reward_after"] - s["reward_before"]:+.3f} | |
 
-![base model (left) and after PPO (right)](../images/rlhf_{cfg.name}.png)
+![base model (left) and after PPO (right)](rlhf_{cfg.name}.png)
 
 *Left: the base model; right: after PPO; the same held-out prompts, seeds and sampler noise.*
 """
-    path = cfg.out / "benchmarks" / f"rlhf_{cfg.name}.md"
+    path = cfg.out / f"rlhf_{cfg.name}.md"
     atomic_write_bytes(path, md.encode())
     print(md)
 

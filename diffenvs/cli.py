@@ -5,18 +5,23 @@ diffenvs demo                                   the quick-start demo
 diffenvs world sample "PROMPT" --n 8 --out grid.png
 diffenvs world render "PROMPT" --out render.png
 diffenvs world evaluate                         every number of docs/world.md
-diffenvs train tabular --algo q-learning        train an agent (see `diffenvs train --help`)
+diffenvs train tabular --algo q_learning        train an agent (see `diffenvs train --help`)
 diffenvs preference make-tasks|synthetic-label|train   reward models from rankings
 diffenvs label serve TASKS_DIR --db labels.sqlite   the labeling web app (docs/label.md)
+
+The ``train`` group is not a list written here: every agent package under ``agents/`` declares its
+agents (``AGENTS``, see ``agents.common.contract``) and the group is built from what
+``discover()`` finds. Heavy modules (torch, the agents' training code) load only when a command
+runs, so ``diffenvs --help`` and ``diffenvs train --help`` stay fast.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Any, NamedTuple, Union
 
 import tyro
 
@@ -129,8 +134,19 @@ def demo(cfg: Annotated[Demo, tyro.conf.OmitArgPrefixes]) -> Path:
     return path
 
 
-def _subcommands(types: dict[str, type]) -> object:
-    members = tuple(Annotated[t, tyro.conf.subcommand(k)] for k, t in types.items())
+class Command(NamedTuple):
+    """One subcommand of a group: its tyro config type, what runs it, and its one-line help."""
+
+    config: type
+    run: Callable[[Any], Any]
+    summary: str | None = None
+
+
+def _subcommands(commands: dict[str, Command]) -> object:
+    members = tuple(
+        Annotated[c.config, tyro.conf.subcommand(k, description=c.summary)]
+        for k, c in commands.items()
+    )
     return Union[members]  # noqa: UP007  (a runtime-built union needs typing.Union)
 
 
@@ -145,33 +161,15 @@ def _world_commands() -> dict[str, tuple[type, Callable]]:
     }
 
 
-def _train_commands() -> dict[str, tuple[type, Callable]]:
-    from agents.ppo_diffusion import PPODiffusionConfig
-    from agents.ppo_diffusion import main as ppo_diffusion
-    from agents.reinforce import ReinforceConfig
-    from agents.reinforce import main as reinforce
-    from agents.sb3_denoise import SB3DenoiseConfig
-    from agents.sb3_denoise import main as sb3_denoise
-    from agents.sb3_grammar import SB3GrammarConfig
-    from agents.sb3_grammar import main as sb3_grammar
-    from agents.sql import SQLConfig
-    from agents.sql import main as sql
-    from agents.tabular import TabularConfig
-    from agents.tabular import main as tabular
-    from agents.tianshou_denoise import TianshouDenoiseConfig
-    from agents.tianshou_denoise import main as tianshou_denoise
-    from agents.tianshou_grammar import TianshouGrammarConfig
-    from agents.tianshou_grammar import main as tianshou_grammar
+def _train_commands() -> dict[str, Command]:
+    """Every agent the packages under ``agents/`` declare; training code loads only on use."""
+    from agents.common.contract import discover
+
+    def runner(spec: Any) -> Callable[[Any], Any]:
+        return lambda cfg: spec.load_train()(cfg)
 
     return {
-        "tabular": (TabularConfig, tabular),
-        "sb3-grammar": (SB3GrammarConfig, sb3_grammar),
-        "tianshou-grammar": (TianshouGrammarConfig, tianshou_grammar),
-        "sb3-denoise": (SB3DenoiseConfig, sb3_denoise),
-        "tianshou-denoise": (TianshouDenoiseConfig, tianshou_denoise),
-        "ppo": (PPODiffusionConfig, ppo_diffusion),
-        "sql": (SQLConfig, sql),
-        "reinforce": (ReinforceConfig, reinforce),
+        name: Command(spec.config, runner(spec), spec.summary) for name, spec in discover().items()
     }
 
 
@@ -197,7 +195,7 @@ def _label_commands() -> dict[str, tuple[type, Callable]]:
     return dict(COMMANDS)
 
 
-GROUPS: dict[str, Callable[[], dict[str, tuple[type, Callable]]]] = {
+GROUPS: dict[str, Callable[[], dict[str, Any]]] = {
     "world": _world_commands,
     "train": _train_commands,
     "preference": _preference_commands,
@@ -208,19 +206,17 @@ GROUPS: dict[str, Callable[[], dict[str, tuple[type, Callable]]]] = {
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in GROUPS:
-        commands = GROUPS[argv[0]]()
-        cfg = tyro.cli(
-            _subcommands({k: t for k, (t, _) in commands.items()}),
-            args=argv[1:],
-            prog=f"diffenvs {argv[0]}",
-        )
-        for typ, run in commands.values():
-            if type(cfg) is typ:
-                if hasattr(cfg, "explicit"):  # presets: what the user typed wins over them
-                    from agents.ppo_diffusion import options_in_argv
+        # A group's commands are (config, run) or (config, run, summary) tuples.
+        commands = {k: Command(*c) for k, c in GROUPS[argv[0]]().items()}
+        cfg = tyro.cli(_subcommands(commands), args=argv[1:], prog=f"diffenvs {argv[0]}")
+        for command in commands.values():
+            if type(cfg) is command.config:
+                if is_dataclass(cfg) and any(f.name == "explicit" for f in fields(cfg)):
+                    # The config has presets: the options the user typed win over them.
+                    from agents.common.cli_args import options_in_argv
 
-                    cfg = replace(cfg, explicit=options_in_argv(argv[2:], typ))
-                run(cfg)
+                    cfg = replace(cfg, explicit=options_in_argv(argv[2:], command.config))
+                command.run(cfg)
                 return
     top: dict[str, Callable] = {"envs": envs, "demo": demo}
     for name in GROUPS:

@@ -58,10 +58,11 @@ def run_ppo_demo(out: Path, updates: int = 40, seed: int = 0) -> dict:
 
     import torch
 
-    from agents.ppo_diffusion import PPODiffusionConfig, train
+    from agents.ppo.config import PPOConfig
+    from agents.ppo.train import train
 
     threads = max(1, min(torch.get_num_threads(), 2))
-    cfg = PPODiffusionConfig(
+    cfg = PPOConfig(
         preset="quick",
         num_updates=updates,
         seed=seed,

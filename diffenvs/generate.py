@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffenvs.models import WORLD, load_pipeline
+from diffenvs.models.cache import shared_pipeline
+from diffenvs.models.hub import WORLD
 
 
 @dataclass
@@ -27,7 +28,8 @@ class CacheStats:
 
 
 class ImageGenerator:
-    """Deterministic images for (prompt, seed) pairs from a Stable-Diffusion-layout pipeline."""
+    """Deterministic images for (prompt, seed) pairs from a Stable-Diffusion-layout pipeline
+    (a loaded one, or a name/folder :func:`~diffenvs.models.load_pipeline` accepts)."""
 
     def __init__(
         self,
@@ -42,7 +44,9 @@ class ImageGenerator:
     ) -> None:
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
-        self.pipe = load_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+        # A name resolves through the process-wide model cache: one copy of the weights however
+        # many generators and envs use them (the sampler state __call__ sets is per call).
+        self.pipe = shared_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
         self.negative_prompt = negative_prompt

@@ -1,6 +1,6 @@
 """Gaussian reverse-step distributions of DDIM (eta > 0) and DDPM samplers, and their log-probs.
 
-One reverse step of a stochastic sampler is a diagonal Gaussian (seed 004 §5.1):
+One reverse step of a stochastic sampler is a diagonal Gaussian (Kristiansen & Vågen 2023, §5.1):
 
     x_{t-1} ~ N(mean(model_output, x_t, t), std_t^2 I)
 
@@ -13,7 +13,7 @@ noise), but batched over per-sample timesteps and differentiable in ``model_outp
 Everything takes ``(model_output, timestep, sample)`` like ``scheduler.step``; ``timestep`` may be
 a Python int, a 0-d tensor or a ``(B,)`` tensor (one timestep per sample, e.g. a PPO minibatch mixing
 steps). Epsilon, v-prediction and sample prediction are supported. Log-probabilities are summed over
-all non-batch dimensions (the joint log-likelihood of the latent, seed 004 §5.3).
+all non-batch dimensions (the joint log-likelihood of the latent, Kristiansen & Vågen 2023, §5.3).
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ def step_log_prob(
     """Log-probability (B,) of ``prev_sample`` = x_{t-1} under one sampler step from ``sample`` = x_t.
 
     Differentiable in ``model_output``: a diffusion-policy agent recomputes its UNet output and gets
-    the gradient of its action log-likelihood, e.g. for the PPO ratio of seed 004 §5.3.
+    the gradient of its action log-likelihood, e.g. for the PPO ratio of Kristiansen & Vågen 2023, §5.3.
     """
     dist = step_distribution(scheduler, model_output, timestep, sample, eta=eta)
     return dist.log_prob(prev_sample)
@@ -367,7 +367,7 @@ def k3_kl(log_prob_policy: torch.Tensor, log_prob_base: torch.Tensor) -> torch.T
     """Schulman's k3 estimator of KL(policy || base) from actions sampled by the policy.
 
     With ``r = p_base(a) / p_policy(a)``, ``k3 = (r - 1) - log r``: unbiased, always >= 0, and of
-    lower variance than ``-log r`` (seed 004 eq. 5.3). Computed in float64 because summed latent
+    lower variance than ``-log r`` (Kristiansen & Vågen 2023, eq. 5.3). Computed in float64 because summed latent
     log-probs differ by hundreds of nats when the policy drifts; ``log r`` is capped at 80 nats so
     the estimate stays finite.
     """

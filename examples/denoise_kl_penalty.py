@@ -1,4 +1,4 @@
-"""A diffusion policy in latent mode with seed 004's per-step KL penalty (eq. 5.3, k3 estimator).
+"""A diffusion policy in latent mode with Kristiansen & Vågen's per-step KL penalty (eq. 5.3, k3 estimator).
 
 The "policy" here is the world model itself with a stronger classifier-free guidance (4.5 instead
 of the env's 4): it samples x_{t-1} from its own Gaussian step, reports the action's log-probability
@@ -13,7 +13,7 @@ import torch
 
 import diffenvs  # noqa: F401  (registers the environments)
 from diffenvs.logprob import step_distribution
-from diffenvs.models import load_pipeline
+from diffenvs.models import shared_pipeline
 
 torch.set_num_threads(1)
 STEPS, BETA, POLICY_GUIDANCE = 10, 0.01, 4.5
@@ -24,7 +24,7 @@ env = gym.make(
     kl_coef=BETA,
     reward="colourfulness",
 )
-pipe = load_pipeline("world")  # the same (cached) pipeline object the env uses
+pipe = shared_pipeline("world")  # the process-wide copy: the very object the env steps with
 scheduler = env.unwrapped.core.scheduler  # DDIM, eta = 1, STEPS timesteps
 _, negative = pipe.encode_prompt("", "cpu", 1, True)
 generator = torch.Generator().manual_seed(0)

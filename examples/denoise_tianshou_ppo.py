@@ -8,9 +8,10 @@ import json
 
 import tyro
 
-from agents.tianshou_denoise import TianshouDenoiseConfig, main
+from agents.adapters.tianshou.config import TianshouDenoiseConfig
+from agents.adapters.tianshou.denoise import train
 
 cfg = tyro.cli(TianshouDenoiseConfig)
-result = main(cfg)
+result = train(cfg)
 print(json.dumps({k: round(v, 4) for k, v in result["eval"].items()}, indent=2))
 print("actor/critic weights:", result["run_dir"])

@@ -1,4 +1,4 @@
-"""Precise control by sliding along grid axes (seed 003 Figure 13).
+"""Precise control by sliding along grid axes (Marathe (RLDF), Figure 13).
 
 Start from one prompt and move along one axis at a time; because each axis is semantically ordered,
 the images change gradually and only in that attribute. Saves one image strip per axis.
@@ -39,7 +39,7 @@ for name in axes:
     k = env.grammar.axes.index(name)
     # Slide with the env's own actions (+1 along axis k) from the axis's first value to its last.
     env.reset(seed=0, options={"start": (*base[:k], 0, *base[k + 1 :])})
-    images, labels = [env.state_image(env._pos)], [env.grammar.slots[k].values[0]]
+    images, labels = [env.state_image(env.position)], [env.grammar.slots[k].values[0]]
     for _ in range(env.grammar.shape[k] - 1):
         obs, *_ = env.step(2 * k)
         images.append(env.state_image(tuple(obs)))

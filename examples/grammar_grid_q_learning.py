@@ -1,4 +1,4 @@
-"""Q-learning on GrammarGrid-v0 (RLDF, seed 003): train, evaluate, and save the greedy trajectory.
+"""Q-learning on GrammarGrid-v0 (Marathe, RLDF): train, evaluate, and save the greedy trajectory.
 
 python examples/grammar_grid_q_learning.py                                     # world T2I model
 python examples/grammar_grid_q_learning.py --model renderer                    # procedural images
@@ -18,7 +18,8 @@ import tyro
 from PIL import Image
 
 import diffenvs  # noqa: F401
-from agents.tabular import TabularConfig, main
+from agents.grid.config import TabularConfig
+from agents.grid.tabular import train
 from diffenvs.world.render import Scene, render
 
 
@@ -53,14 +54,14 @@ cfg = TabularConfig(
     seed=args.seed,
     output_dir=str(args.out / "runs"),
 )
-result = main(cfg, env=env)
+result = train(cfg, env=env)
 ev = result["eval"]
 print(
     f"greedy policy: reaches the target in {ev['success_rate']:.0%} of {cfg.eval_episodes} episodes, "
     f"{ev['steps']:.1f} steps on average; trained in {result['train_time_s']:.1f} s"
 )
 
-# One greedy trajectory as an image strip (seed 003 Figure 12).
+# One greedy trajectory as an image strip (Marathe, RLDF, Figure 12).
 q, nvec = result["q"], grid.observation_space.nvec
 obs, info = env.reset(seed=12345)
 frames, prompts, done = [grid.state_image(tuple(obs))], [info["prompt"]], False

@@ -8,9 +8,10 @@ import json
 
 import tyro
 
-from agents.sb3_grammar import SB3GrammarConfig, main
+from agents.adapters.sb3.config import SB3GrammarConfig
+from agents.adapters.sb3.grammar import train
 
 cfg = tyro.cli(SB3GrammarConfig, default=SB3GrammarConfig(algo="dqn", total_timesteps=60_000))
-result = main(cfg)
+result = train(cfg)
 print(json.dumps({k: round(v, 3) for k, v in result["eval"].items()}, indent=2))
 print("policy weights:", result["run_dir"])

@@ -8,8 +8,9 @@ import json
 
 import tyro
 
-from agents.tianshou_grammar import TianshouGrammarConfig, main
+from agents.adapters.tianshou.config import TianshouGrammarConfig
+from agents.adapters.tianshou.grammar import train
 
-result = main(tyro.cli(TianshouGrammarConfig))
+result = train(tyro.cli(TianshouGrammarConfig))
 print(json.dumps({k: round(v, 3) for k, v in result["eval"].items()}, indent=2))
 print("Q-network weights:", result["run_dir"])

@@ -17,11 +17,13 @@ from dataclasses import replace
 
 import tyro
 
-from agents.ppo_diffusion import PPODiffusionConfig, main, options_in_argv
+from agents.common.cli_args import options_in_argv
+from agents.ppo.config import PPOConfig
+from agents.ppo.train import main
 
 if __name__ == "__main__":
-    cfg = tyro.cli(PPODiffusionConfig, default=PPODiffusionConfig(preset="prompt-alignment"))
-    result = main(replace(cfg, explicit=options_in_argv(sys.argv[1:])))
+    cfg = tyro.cli(PPOConfig, default=PPOConfig(preset="prompt-alignment"))
+    result = main(replace(cfg, explicit=options_in_argv(sys.argv[1:], PPOConfig)))
     if "eval" in result:
         for when in ("before", "after"):
             ev = result["eval"][when]

@@ -3,7 +3,7 @@
 1. Make comparison tasks: world-model samples, four seeds per prompt.
 2. Label them with a synthetic labeler that likes blurred images (the oracle stands in for a
    person; swap in `diffenvs label serve` + `diffenvs label export` for real labels).
-3. Train a CLIP-embedding reward model with the Bradley-Terry loss (seed 004 eq. 5.1).
+3. Train a CLIP-embedding reward model with the Bradley-Terry loss (Kristiansen & Vågen 2023, eq. 5.1).
 4. Use it as the terminal reward of DiffusionDenoise-v0.
 
 python examples/preference_reward_model.py --out runs/pref_example

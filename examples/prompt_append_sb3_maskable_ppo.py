@@ -6,9 +6,10 @@ python examples/prompt_append_sb3_maskable_ppo.py --algo dqn
 
 import tyro
 
-from agents.sb3_prompt import SB3PromptConfig, main
+from agents.adapters.sb3.config import SB3PromptConfig
+from agents.adapters.sb3.prompt import train
 
-report = main(tyro.cli(SB3PromptConfig, default=SB3PromptConfig(budget=48, save=False)))["report"]
+report = train(tyro.cli(SB3PromptConfig, default=SB3PromptConfig(budget=48, save=False)))["report"]
 for row in report["tasks"]:
     print(f"seed prompt {row['seed_prompt']!r}: similarity {row['seed_similarity']:.3f}")
     print(f"learned    +{row['appended']!r}: similarity {row['similarity']:.3f}")

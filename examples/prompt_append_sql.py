@@ -1,4 +1,4 @@
-"""Soft Q-Learning (RLPrompt, seed 000) on PromptAppend-v0: append 2 words to a seed prompt.
+"""Soft Q-Learning (RLPrompt, as Gudibande & Zhu use it) on PromptAppend-v0: append 2 words to a seed prompt.
 
 python examples/prompt_append_sql.py                      # world model, 48 reward evaluations, ~30 s
 python examples/prompt_append_sql.py --env.task 3 --budget 96
@@ -7,10 +7,11 @@ python examples/prompt_append_sql.py --q-head candidates   # Q-head that starts 
 
 import tyro
 
-from agents.sql import SQLConfig, main
+from agents.prompt.config import SQLConfig
+from agents.prompt.sql import train
 
 cfg = tyro.cli(SQLConfig, default=SQLConfig(budget=48, save=False))
-report = main(cfg)["report"]
+report = train(cfg)["report"]
 for row in report["tasks"]:
     print(f"seed prompt   {row['seed_prompt']!r}: similarity {row['seed_similarity']:.3f}")
     print(f"ground truth  {row['ground_truth']!r}: similarity {row['ground_truth_similarity']:.3f}")

@@ -1,4 +1,5 @@
-"""RLHF in miniature: PPO against a reward model learned from comparisons (seed 004 Exp. 4/6).
+"""RLHF in miniature: PPO against a reward model learned from comparisons (Kristiansen & Vågen
+2023, Exp. 4 and 6).
 
 Runs the ``rlhf`` preset: full fine-tuning of the world's UNet on modifier-free count prompts, a
 small KL penalty in the reward and the directly differentiated KL loss that keeps prompt following
@@ -12,20 +13,25 @@ The run folder holds before/after grids (with the oracle's prompt-following accu
 eval.json), reward and KL curves, logs and checkpoints.
 """
 
+import sys
+from dataclasses import replace
+
 import tyro
 
-from agents.ppo_diffusion import PPODiffusionConfig, main
+from agents.common.cli_args import options_in_argv
+from agents.ppo.config import PPOConfig
+from agents.ppo.train import main
 
 if __name__ == "__main__":
     cfg = tyro.cli(
-        PPODiffusionConfig,
-        default=PPODiffusionConfig(
+        PPOConfig,
+        default=PPOConfig(
             preset="rlhf",
             reward="learned:runs/pref_example/reward_model",
             output_dir="runs/rlhf_example",
         ),
     )
-    result = main(cfg)
+    result = main(replace(cfg, explicit=options_in_argv(sys.argv[1:], PPOConfig)))
     before, after = result["eval"]["before"], result["eval"]["after"]
     print(
         f"held-out reward {before['reward_mean']:.3f} -> {after['reward_mean']:.3f}; "

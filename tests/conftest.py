@@ -14,3 +14,11 @@ def world_pipeline():
     from diffenvs.models import load_pipeline
 
     return load_pipeline("world")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """A tiny randomly initialised Stable Diffusion pipeline (8×8 latents) for the env tests."""
+    from tiny_denoise import tiny_pipeline
+
+    return tiny_pipeline()

@@ -23,7 +23,7 @@ from diffenvs.models import (
     load_clip,
     load_pickscore,
     load_pipeline,
-    load_reward_model,
+    load_reward_network,
 )
 
 torch.set_num_threads(1)
@@ -135,7 +135,7 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory):
     """(in-memory open_clip model, folder in the world's local-dir layout)."""
-    from diffenvs.world.clip import create_world_clip
+    from diffenvs.world.clip_architecture import create_world_clip
 
     folder = tmp_path_factory.mktemp("tiny_clip")
     torch.manual_seed(0)
@@ -370,7 +370,7 @@ def test_aesthetic_round_trip(tmp_path, suffix):
     # Inputs are normalised, so the scale of an embedding does not matter.
     torch.testing.assert_close(loaded(emb * 3), loaded(emb))
     # The same through the reward-model entry point.
-    torch.testing.assert_close(load_reward_model(f"aesthetic:{file}")(emb), mlp(emb))
+    torch.testing.assert_close(load_reward_network(f"aesthetic:{file}")(emb), mlp(emb))
 
 
 def test_aesthetic_linear_v1_and_lightning_nesting(tmp_path):
@@ -471,15 +471,15 @@ def test_tiny_pickscore_round_trips(tiny_pickscore):
 
 def test_pickscore_hub_default_offline_fails_clearly(tmp_path):
     with pytest.raises(ModelNotFoundError, match="PickScore_v1"):
-        load_reward_model("pickscore", cache_dir=tmp_path)
+        load_reward_network("pickscore", cache_dir=tmp_path)
 
 
 def test_reward_model_names(tmp_path):
     with pytest.raises(NotImplementedError, match="image-reward"):
-        load_reward_model("imagereward")
+        load_reward_network("imagereward")
     with pytest.raises(ModelNotFoundError, match="Unknown reward model"):
-        load_reward_model("vibes")
+        load_reward_network("vibes")
     with pytest.raises(ModelNotFoundError, match="aesthetic:PATH"):
-        load_reward_model("aesthetic")
+        load_reward_network("aesthetic")
     with pytest.raises(ModelNotFoundError, match="Oracle weights not found"):
-        load_reward_model(f"oracle:{tmp_path / 'missing.safetensors'}")
+        load_reward_network(f"oracle:{tmp_path / 'missing.safetensors'}")

@@ -1,5 +1,5 @@
-"""Diffusion-policy PPO (agents/ppo_diffusion*.py): maths, consistency with the env, learning,
-checkpoint/resume and gradient synchronisation across processes. Tiny configs: 2 sampler steps."""
+"""Diffusion-policy PPO (agents/ppo/): maths, consistency with the env, learning, checkpoint/resume
+and gradient synchronisation across processes. Tiny configs: 2 sampler steps."""
 
 from __future__ import annotations
 
@@ -11,24 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo_diffusion import PPODiffusionConfig, options_in_argv, resolve_config, train
-from agents.ppo_diffusion_lib import (
+from agents.common.cli_args import options_in_argv
+from agents.ppo.config import PPOConfig, resolve_config
+from agents.ppo.losses import (
     AdaptiveKLController,
     FixedKLController,
-    RolloutBuffer,
     gae_advantages,
     per_prompt_advantages,
     returns_to_go,
 )
-from agents.ppo_diffusion_policy import (
-    DiffusionActorCritic,
-    build_policy_unet,
-    make_optimizer,
-    ppo_update,
-    run_episodes,
-)
+from agents.ppo.policy import DiffusionActorCritic, build_policy_unet
+from agents.ppo.rollout import RolloutBuffer, run_episodes
+from agents.ppo.train import train
+from agents.ppo.update import make_optimizer, ppo_update
 
-TINY = PPODiffusionConfig(
+TINY = PPOConfig(
     num_steps=2,
     num_envs=4,
     samples_per_prompt=2,
@@ -99,7 +96,7 @@ def test_policy_log_prob_equals_env_base_log_prob() -> None:
     envs = gym.make_vec(
         "DiffusionDenoise-v0", num_envs=4, num_steps=2, action_mode="latent", reward="zero"
     )
-    model = DiffusionActorCritic(build_policy_unet(envs.core.pipe.unet, TINY), envs.core)
+    model = DiffusionActorCritic(build_policy_unet(envs.sampler.unet, TINY), envs.sampler)
     out = run_episodes(
         model, envs, ["one large red circle in the middle of a grass field"] * 4, 3, 4
     )
@@ -259,7 +256,7 @@ def test_bad_lora_target_error() -> None:
 
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=1, num_steps=2, action_mode="latent")
     with pytest.raises(ValueError, match="LoRA targets"):
-        build_policy_unet(envs.core.pipe.unet, replace(TINY, lora_targets=("nonexistent",)))
+        build_policy_unet(envs.sampler.unet, replace(TINY, lora_targets=("nonexistent",)))
 
 
 def test_cross_attention_finetune_trains_only_text_keys_and_values() -> None:
@@ -268,7 +265,7 @@ def test_cross_attention_finetune_trains_only_text_keys_and_values() -> None:
     import diffenvs  # noqa: F401
 
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=1, num_steps=2, action_mode="latent")
-    unet = build_policy_unet(envs.core.pipe.unet, replace(TINY, finetune="cross_attention"))
+    unet = build_policy_unet(envs.sampler.unet, replace(TINY, finetune="cross_attention"))
     trained = [n for n, p in unet.named_parameters() if p.requires_grad]
     assert trained and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in trained)
     assert any(".attn2.to_k." in n for n in trained) and any(".attn2.to_v." in n for n in trained)
@@ -281,12 +278,12 @@ def test_modules_finetune_trains_only_the_named_modules() -> None:
 
     envs = gym.make_vec("DiffusionDenoise-v0", num_envs=1, num_steps=2, action_mode="latent")
     cfg = replace(TINY, finetune="modules", train_modules=("conv_out", "up_blocks.2"))
-    unet = build_policy_unet(envs.core.pipe.unet, cfg)
+    unet = build_policy_unet(envs.sampler.unet, cfg)
     trained = [n for n, p in unet.named_parameters() if p.requires_grad]
     assert "conv_out.weight" in trained and any(n.startswith("up_blocks.2.") for n in trained)
     assert all(n.startswith(("conv_out.", "up_blocks.2.")) for n in trained)
     with pytest.raises(ValueError, match="names no UNet module"):
-        build_policy_unet(envs.core.pipe.unet, replace(cfg, train_modules=("up_blocks.9",)))
+        build_policy_unet(envs.sampler.unet, replace(cfg, train_modules=("up_blocks.9",)))
 
 
 def test_pg_min_std_drops_the_policy_gradient_of_low_noise_steps() -> None:
@@ -301,7 +298,7 @@ def test_pg_min_std_drops_the_policy_gradient_of_low_noise_steps() -> None:
     )
     cfg = replace(TINY, num_steps=4, finetune="full", weight_decay=0.0, minibatch_size=8)
     prompts = ["one large red circle in the middle of a grass field"] * 4
-    model = DiffusionActorCritic(build_policy_unet(envs.core.pipe.unet, cfg), envs.core)
+    model = DiffusionActorCritic(build_policy_unet(envs.sampler.unet, cfg), envs.sampler)
     out = run_episodes(model, envs, prompts, 3, 4)
     del out["images"]
     buffer = RolloutBuffer(**out, groups=torch.tensor([0, 0, 1, 1]), prompts=prompts)
@@ -310,7 +307,7 @@ def test_pg_min_std_drops_the_policy_gradient_of_low_noise_steps() -> None:
     assert torch.all(model.step_std(torch.arange(4))[2:] < 0.1)
 
     def moved(pg_min_std: float) -> bool:
-        m = DiffusionActorCritic(build_policy_unet(envs.core.pipe.unet, cfg), envs.core)
+        m = DiffusionActorCritic(build_policy_unet(envs.sampler.unet, cfg), envs.sampler)
         before = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
         optimizer, scheduler = make_optimizer(m, cfg)
         run_cfg = replace(cfg, pg_min_std=pg_min_std)
@@ -327,7 +324,7 @@ def test_pg_min_std_drops_the_policy_gradient_of_low_noise_steps() -> None:
 
 
 def test_count_prompt_sets() -> None:
-    from agents.ppo_diffusion_lib import make_prompt_source
+    from agents.ppo.rollout import make_prompt_source
     from diffenvs.envs.denoise_prompts import count_prompts
 
     small, large = make_prompt_source("counts"), make_prompt_source("counts:train:256")
@@ -343,7 +340,7 @@ def test_count_prompt_sets() -> None:
 
 
 def test_linear_lr_decay_reaches_zero_at_the_last_update() -> None:
-    from agents.ppo_diffusion_policy import _schedule, optimiser_steps
+    from agents.ppo.update import _schedule, optimiser_steps
 
     cfg = replace(TINY, num_updates=5, warmup_steps=2)  # one optimiser step per update
     assert optimiser_steps(cfg) == 5
@@ -364,21 +361,23 @@ def test_kl_loss_keeps_the_policy_near_the_base_model() -> None:
 
 
 def test_presets_and_overrides() -> None:
-    cfg = resolve_config(PPODiffusionConfig(preset="quick", num_updates=3))
+    cfg = resolve_config(PPOConfig(preset="quick", num_updates=3))
     assert cfg.num_updates == 3 and cfg.num_steps == 4
     # Command-line options win over the preset even where they equal the defaults.
     argv = ["--preset", "target-image", "--group-std", "--pg-min-std=0", "--seed", "3"]
-    assert options_in_argv(argv) == ("preset", "group_std", "pg_min_std", "seed")
-    assert options_in_argv(["--no-group-std", "--not-an-option", "value"]) == ("group_std",)
-    target = PPODiffusionConfig(preset="target-image", seed=3)
+    assert options_in_argv(argv, PPOConfig) == ("preset", "group_std", "pg_min_std", "seed")
+    assert options_in_argv(["--no-group-std", "--not-an-option", "value"], PPOConfig) == (
+        "group_std",
+    )
+    target = PPOConfig(preset="target-image", seed=3)
     assert resolve_config(target).group_std is False and resolve_config(target).pg_min_std == 0.1
-    typed = resolve_config(replace(target, explicit=options_in_argv(argv)))
+    typed = resolve_config(replace(target, explicit=options_in_argv(argv, PPOConfig)))
     assert typed.group_std is True and typed.pg_min_std == 0.0 and typed.num_updates == 150
     for name in ("target-image", "colourfulness-kl", "prompt-alignment"):
-        resolve_config(PPODiffusionConfig(preset=name))  # every preset is a valid configuration
-    assert resolve_config(PPODiffusionConfig(preset="colourfulness-kl")).kl == "adaptive"
-    rlhf = resolve_config(PPODiffusionConfig(preset="rlhf", reward="learned:runs/pref/rm"))
+        resolve_config(PPOConfig(preset=name))  # every preset is a valid configuration
+    assert resolve_config(PPOConfig(preset="colourfulness-kl")).kl == "adaptive"
+    rlhf = resolve_config(PPOConfig(preset="rlhf", reward="learned:runs/pref/rm"))
     assert rlhf.kl_loss_coef > 0 and rlhf.prompts == "counts"
     with pytest.raises(ValueError, match="needs the reward"):
-        resolve_config(PPODiffusionConfig(preset="rlhf"))
-    assert np.isfinite(resolve_config(PPODiffusionConfig(preset="target-image")).learning_rate)
+        resolve_config(PPOConfig(preset="rlhf"))
+    assert np.isfinite(resolve_config(PPOConfig(preset="target-image")).learning_rate)

@@ -12,23 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from agents.prompt_baselines import (
-    BaselineConfig,
-    PromptEnvArgs,
-    clip_greedy,
-    decode,
-    make_env,
-    random_search,
-)
-from agents.prompt_baselines import main as baseline
-from agents.reinforce import ReinforceConfig
-from agents.reinforce import main as reinforce
-from agents.sb3_prompt import SB3PromptConfig
-from agents.sb3_prompt import main as sb3
-from agents.sql import CandidateQHead, QHead, SQLConfig, greedy, pcl_losses, soft_value
-from agents.sql import main as sql
-from agents.tianshou_prompt import TianshouPromptConfig
-from agents.tianshou_prompt import main as tianshou
+from agents.adapters.sb3.config import SB3PromptConfig
+from agents.adapters.sb3.prompt import train as sb3
+from agents.adapters.tianshou.config import TianshouPromptConfig
+from agents.adapters.tianshou.prompt import train as tianshou
+from agents.common.prompt_env import PromptEnvArgs, decode, make_env
+from agents.prompt.baselines import clip_greedy, random_search
+from agents.prompt.baselines import train as baseline
+from agents.prompt.config import BaselineConfig, ReinforceConfig, SQLConfig
+from agents.prompt.reinforce import train as reinforce
+from agents.prompt.sql import CandidateQHead, QHead, greedy, pcl_losses, soft_value
+from agents.prompt.sql import train as sql
 from diffenvs.io import load_tensors
 
 ENV = PromptEnvArgs(
@@ -109,12 +103,12 @@ def test_candidate_q_head_starts_at_the_clip_prior() -> None:
     env = make_env(ENV, observe_candidates=True)
     obs, _ = env.reset(seed=0)
     u = env.unwrapped
-    net = CandidateQHead(obs.shape[0], u.V, hidden=8, prior_weight=0.5)
+    net = CandidateQHead(obs.shape[0], int(env.action_space.n), hidden=8, prior_weight=0.5)
     q = net(torch.as_tensor(obs)[None])[0].detach().numpy()
     sims = u.candidate_similarities()
     # Untrained, Q is the weighted z-score of the CLIP similarities: same order as the prior ...
     assert np.array_equal(np.argsort(q), np.argsort(sims))
-    # ... so its greedy decoding is seed 001's CLIP-ranked prompt.
+    # ... so its greedy decoding is Naik et al.'s CLIP-ranked prompt.
     tokens = decode(env, greedy(net), 1)
     assert u.prompt_of(tokens) == clip_greedy(env)[1]
     with pytest.raises(ValueError, match="observe_candidates"):
@@ -193,7 +187,8 @@ def test_tianshou_adapters_run(algo: str) -> None:
 
 
 def test_cli_lists_prompt_agents() -> None:
-    from diffenvs.cli import _train_commands
+    from agents.common.contract import discover
 
-    commands = _train_commands()
-    assert {"sql", "reinforce"} <= set(commands)
+    agents = discover()
+    assert {"sql", "reinforce", "prompt-baselines", "sb3-prompt", "tianshou-prompt"} <= set(agents)
+    assert agents["sql"].load_train() is sql and agents["sb3-prompt"].config is SB3PromptConfig

@@ -261,7 +261,7 @@ def test_oracle_semantic_rewards(tiny_oracle):
 
 
 # --------------------------------------------------------------------------------------------
-# Standardisation (seed 004 eq. 5.2)
+# Standardisation (Kristiansen & Vågen 2023, eq. 5.2)
 
 
 def test_standardisation():

@@ -1,4 +1,4 @@
-"""Tabular Q-learning, SARSA and random agents on GrammarGrid-v0 (seed 003 Algorithm 1)."""
+"""Tabular Q-learning, SARSA and random agents on GrammarGrid-v0 (Marathe, RLDF, Algorithm 1)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tyro
 
-from agents.tabular import TabularConfig, episode_statistics, main
+from agents.common.grid import episode_statistics
+from agents.grid.config import TabularConfig
+from agents.grid.tabular import train
 from diffenvs.io import load_tensors
 
 FAST = {"model": "renderer", "detector": "exact", "save": False, "progress": False}
@@ -20,8 +22,8 @@ def cfg(**kwargs) -> TabularConfig:
 
 def test_q_learning_beats_random_on_the_default_grid() -> None:
     # The documented default budget (5,000 episodes) on the default 864-state grid.
-    q = main(cfg(algo="q_learning", eval_episodes=100))["eval"]
-    rnd = main(cfg(algo="random", episodes=20, eval_episodes=100))["eval"]
+    q = train(cfg(algo="q_learning", eval_episodes=100))["eval"]
+    rnd = train(cfg(algo="random", episodes=20, eval_episodes=100))["eval"]
     assert q["success_rate"] >= 0.9
     assert q["steps"] < rnd["steps"]
     assert q["D_f"] < rnd["D_f"]
@@ -30,7 +32,7 @@ def test_q_learning_beats_random_on_the_default_grid() -> None:
 @pytest.mark.parametrize("algo", ["q_learning", "sarsa"])
 @pytest.mark.parametrize("reward", ["multi_semantic", "partial_semantic"])
 def test_learns_the_tiny_grid(algo: str, reward: str) -> None:
-    out = main(cfg(algo=algo, reward=reward, grammar="tiny", episodes=400, eval_episodes=30))
+    out = train(cfg(algo=algo, reward=reward, grammar="tiny", episodes=400, eval_episodes=30))
     stats = out["eval"]
     assert stats["success_rate"] == 1.0
     # Greedy paths are close to the shortest ones (at most 2 + 2 + 1 = 5 steps on this grid).
@@ -39,16 +41,16 @@ def test_learns_the_tiny_grid(algo: str, reward: str) -> None:
 
 
 def test_deterministic_for_a_seed() -> None:
-    a = main(cfg(algo="sarsa", grammar="tiny", episodes=60, eval_episodes=5, seed=3))
-    b = main(cfg(algo="sarsa", grammar="tiny", episodes=60, eval_episodes=5, seed=3))
-    c = main(cfg(algo="sarsa", grammar="tiny", episodes=60, eval_episodes=5, seed=4))
+    a = train(cfg(algo="sarsa", grammar="tiny", episodes=60, eval_episodes=5, seed=3))
+    b = train(cfg(algo="sarsa", grammar="tiny", episodes=60, eval_episodes=5, seed=3))
+    c = train(cfg(algo="sarsa", grammar="tiny", episodes=60, eval_episodes=5, seed=4))
     assert np.array_equal(a["q"], b["q"])
     assert [r["length"] for r in a["train"]] == [r["length"] for r in b["train"]]
     assert not np.array_equal(a["q"], c["q"])
 
 
 def test_schedules() -> None:
-    out = main(
+    out = train(
         cfg(
             grammar="tiny",
             episodes=50,
@@ -66,12 +68,12 @@ def test_schedules() -> None:
 
 def test_save_and_resume(tmp_path) -> None:
     base = {**FAST, "save": True, "output_dir": str(tmp_path), "run_name": "run", "grammar": "tiny"}
-    first = main(TabularConfig(**base, episodes=30, eval_episodes=3))
+    first = train(TabularConfig(**base, episodes=30, eval_episodes=3))
     ckpt = tmp_path / "run" / "q_table.safetensors"
     saved = load_tensors(ckpt)
     assert np.allclose(saved["q"].numpy(), first["q"]) and int(saved["episodes_done"]) == 30
     assert (tmp_path / "run" / "eval.json").exists()
-    second = main(TabularConfig(**base, episodes=50, eval_episodes=3, resume=str(ckpt)))
+    second = train(TabularConfig(**base, episodes=50, eval_episodes=3, resume=str(ckpt)))
     assert [r["episode"] for r in second["train"]] == list(range(30, 50))
     with (tmp_path / "run" / "progress.csv").open() as f:
         assert [int(r["episode"]) for r in csv.DictReader(f)] == list(range(50))
@@ -81,12 +83,12 @@ def test_save_and_resume(tmp_path) -> None:
 
     save_tensors({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="not a tabular-agent checkpoint"):
-        main(TabularConfig(**base, episodes=1, resume=str(tmp_path / "other.safetensors")))
+        train(TabularConfig(**base, episodes=1, resume=str(tmp_path / "other.safetensors")))
     (tmp_path / "corrupt.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="corrupt"):
-        main(TabularConfig(**base, episodes=1, resume=str(tmp_path / "corrupt.safetensors")))
+        train(TabularConfig(**base, episodes=1, resume=str(tmp_path / "corrupt.safetensors")))
     with pytest.raises(ValueError, match="same grammar"):
-        main(TabularConfig(**{**base, "grammar": "default"}, episodes=1, resume=str(ckpt)))
+        train(TabularConfig(**{**base, "grammar": "default"}, episodes=1, resume=str(ckpt)))
 
 
 def test_statistics_table_columns() -> None:
@@ -124,16 +126,16 @@ def test_cli_and_bad_config() -> None:
     )
     assert parsed.algo == "sarsa" and parsed.epsilon == 0.01 and parsed.target == "1,2,3,4"
     with pytest.raises(ValueError, match=r"epsilon=1.5 must lie in \[0, 1\]"):
-        main(cfg(epsilon=1.5))
+        train(cfg(epsilon=1.5))
     with pytest.raises(ValueError, match="Discrete or MultiDiscrete"):
-        main(cfg(grammar="tiny", env_kwargs={"observation": "image"}, episodes=1))
+        train(cfg(grammar="tiny", env_kwargs={"observation": "image"}, episodes=1))
     with pytest.raises(ValueError, match="outside the grid"):
-        main(cfg(target="9,9,9,9", episodes=1))
+        train(cfg(target="9,9,9,9", episodes=1))
 
 
 def test_sb3_dqn_adapter_runs(tmp_path) -> None:
-    from agents.sb3_grammar import SB3GrammarConfig
-    from agents.sb3_grammar import main as sb3_main
+    from agents.adapters.sb3.config import SB3GrammarConfig
+    from agents.adapters.sb3.grammar import train as sb3_main
 
     out = sb3_main(
         SB3GrammarConfig(
@@ -152,8 +154,8 @@ def test_sb3_dqn_adapter_runs(tmp_path) -> None:
 
 @pytest.mark.slow  # Tianshou JIT-compiles its replay buffer with numba (~10 s) on first use
 def test_tianshou_dqn_adapter_runs() -> None:
-    from agents.tianshou_grammar import TianshouGrammarConfig
-    from agents.tianshou_grammar import main as ts_main
+    from agents.adapters.tianshou.config import TianshouGrammarConfig
+    from agents.adapters.tianshou.grammar import train as ts_main
 
     out = ts_main(
         TianshouGrammarConfig(

@@ -29,12 +29,12 @@ from diffenvs.logprob import (
     previous_timestep,
     step_coefficients,
 )
+from diffenvs.models.cache import shared_pipeline
 from diffenvs.rewards import Reward, Standardised, make_reward
+from diffenvs.sampler import BaseSampler, guided_model_output
 
 ACTION_MODES = ("noise", "latent")
 SCHEDULERS = ("ddim", "ddpm")
-_PIPELINES: dict[tuple[str, str, str], Any] = {}
-_PIPELINES_LOCK = threading.Lock()
 _EMBED_CACHE_SIZE = 1024
 
 
@@ -46,17 +46,10 @@ def as_numpy(tensor: torch.Tensor, dtype: torch.dtype = torch.float32) -> np.nda
 def resolve_pipeline(
     model: Any, device: str | torch.device | None, dtype: torch.dtype | None
 ) -> Any:
-    """A loaded pipeline from a name/path (cached, so SyncVectorEnv copies share weights) or as is."""
-    from diffenvs.models import load_pipeline
-
+    """A loaded pipeline from a name/path (from the process-wide model cache, so SyncVectorEnv
+    copies, other envs and rewards share its weights) or as is."""
     if isinstance(model, str | Path):
-        dev = torch.device(device or "cpu")
-        dt = dtype or torch.float32
-        key = (str(model), str(dev), str(dt))
-        with _PIPELINES_LOCK:
-            if key not in _PIPELINES:
-                _PIPELINES[key] = load_pipeline(model, device=dev, dtype=dt)
-            return _PIPELINES[key]
+        return shared_pipeline(model, device, dtype)
     missing = [
         c
         for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -124,6 +117,31 @@ def require_finite(tensor: torch.Tensor, what: str) -> None:
         )
 
 
+def _check_arguments(
+    num_envs: int,
+    action_mode: str,
+    num_steps: int,
+    kl_coef: float,
+    guidance_scale: float,
+    negative_prompt: str | None,
+) -> None:
+    """Fail before any model loads on a constructor argument the core cannot use."""
+    if int(num_envs) < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    if action_mode not in ACTION_MODES:
+        raise ValueError(f"Unknown action_mode {action_mode!r}; use one of {list(ACTION_MODES)}.")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
+    if not np.isfinite(kl_coef) or kl_coef < 0:
+        raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}.")
+    if not np.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be finite, got {guidance_scale}.")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise TypeError(
+            f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}."
+        )
+
+
 class DenoiseCore:
     """N trajectory slots of the denoising MDP sharing one pipeline (see the env docstrings)."""
 
@@ -146,26 +164,7 @@ class DenoiseCore:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if int(num_envs) < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
-        if action_mode not in ACTION_MODES:
-            raise ValueError(
-                f"Unknown action_mode {action_mode!r}; use one of {list(ACTION_MODES)}."
-            )
-        if (
-            isinstance(num_steps, bool)
-            or not isinstance(num_steps, int | np.integer)
-            or num_steps < 1
-        ):
-            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
-        if not np.isfinite(kl_coef) or kl_coef < 0:
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}.")
-        if not np.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}.")
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise TypeError(
-                f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}."
-            )
+        _check_arguments(num_envs, action_mode, num_steps, kl_coef, guidance_scale, negative_prompt)
         self.num_envs, self.action_mode = int(num_envs), action_mode
         self.prompt_source = make_prompt_source(prompts)
         self.pipe = resolve_pipeline(model, device, dtype)
@@ -230,6 +229,19 @@ class DenoiseCore:
                     w, embedding_dim=unet.config.time_cond_proj_dim
                 )
                 self.timestep_cond = emb.to(device=self.device, dtype=self.dtype)
+        self._sampler = BaseSampler(
+            scheduler_name=self.scheduler_name,
+            eta=self.eta,
+            timesteps=self.timesteps,
+            prev_timesteps=self.prev_timesteps,
+            coefficients=self.coeffs,
+            guidance_scale=self.guidance_scale,
+            negative_embeds=self.negative_embeds,
+            timestep_cond=self.timestep_cond,
+            latent_shape=self.latent_shape,
+            embed_shape=self.embed_shape,
+            unet=unet,
+        )
 
         n = self.num_envs
         self.latents = torch.zeros((n, *self.latent_shape), device=self.device, dtype=self.dtype)
@@ -240,6 +252,11 @@ class DenoiseCore:
         self._mean = torch.zeros_like(self.latents)
         self._x0 = torch.zeros_like(self.latents)
         self._std = torch.zeros(n, device=self.device, dtype=self.dtype)
+
+    @property
+    def sampler(self) -> BaseSampler:
+        """The base sampler's public, read-only description (:class:`diffenvs.sampler.BaseSampler`)."""
+        return self._sampler
 
     # ----------------------------------------------------------------------------------------
     def _rows(self, ids: np.ndarray) -> slice | torch.Tensor:
@@ -330,22 +347,15 @@ class DenoiseCore:
         self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor
     ) -> torch.Tensor:
         """The guided UNet output for a batch, exactly as StableDiffusionPipeline computes it."""
-        b = latents.shape[0]
-        # One shared timestep → a 0-d tensor, as the pipeline passes it.
-        t_in = t[0] if bool((t == t[0]).all()) else t
-        x, emb = latents, embeds
-        if self.do_cfg:
-            x = torch.cat([latents] * 2)
-            emb = torch.cat([self.negative_embeds.expand(b, -1, -1), embeds])
-            t_in = t_in if t_in.ndim == 0 else torch.cat([t_in, t_in])
-        cond = None if self.timestep_cond is None else self.timestep_cond.expand(x.shape[0], -1)
-        out = self.pipe.unet(
-            x, t_in, encoder_hidden_states=emb, timestep_cond=cond, return_dict=False
-        )[0]
-        if self.do_cfg:
-            uncond, text = out.chunk(2)
-            out = uncond + self.guidance_scale * (text - uncond)
-        return out
+        return guided_model_output(
+            self.pipe.unet,
+            latents,
+            t,
+            embeds,
+            guidance_scale=self.guidance_scale,
+            negative_embeds=self.negative_embeds,
+            timestep_cond=self.timestep_cond,
+        )
 
     def refresh(self, ids: np.ndarray) -> None:
         """Run the base model on the current latents of ``ids``: their next-action Gaussians."""

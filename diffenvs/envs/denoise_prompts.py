@@ -148,7 +148,8 @@ def count_prompts(split: str = "train", n: int = 64, seed: int = 0) -> list[str]
 
 
 def make_prompt_source(spec: Any = "world") -> PromptSource:
-    """``"world"``/``"world:SPLIT"``, ``"prompt:TEXT"`` (TEXT as the only prompt), a prompt file
+    """``"world"``/``"world:SPLIT"``, ``"counts"``/``"counts:SPLIT"`` (64 :func:`count_prompts`)
+    or ``"counts:SPLIT:N"`` (N of them), ``"prompt:TEXT"`` (TEXT as the only prompt), a prompt file
     path, a list of prompts, ``fn(rng) -> str``, or a :class:`PromptSource`."""
     if isinstance(spec, PromptSource):
         return spec
@@ -158,6 +159,14 @@ def make_prompt_source(spec: Any = "world") -> PromptSource:
         text = str(spec)
         if text == "world" or text.startswith("world:"):
             return WorldPrompts(text.partition(":")[2] or "train")
+        if text == "counts" or text.startswith("counts:"):
+            split, _, size = text.partition(":")[2].partition(":")
+            if size and not (size.isdigit() and int(size) >= 1):
+                raise ValueError(
+                    f"prompts={text!r}: write 'counts:SPLIT:N' with N a positive number of prompts "
+                    "(e.g. counts:train:2048)."
+                )
+            return ListPrompts(count_prompts(split or "train", n=int(size or 64)), origin=text)
         if text.startswith("prompt:"):
             if not text[7:].strip():
                 raise ValueError("prompts='prompt:' names no prompt; write 'prompt:TEXT'.")

@@ -30,6 +30,7 @@ from gymnasium.vector.utils import batch_space
 
 from diffenvs.envs.denoise_core import DenoiseCore, as_numpy, coerce_latents
 from diffenvs.envs.diffusion_denoise import denoise_spaces, to_numpy_details
+from diffenvs.sampler import BaseSampler
 
 _RESET_OPTIONS = ("prompts", "latents", "reset_mask")
 
@@ -83,6 +84,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self._all = np.arange(self.num_envs)
 
     # ----------------------------------------------------------------------------------------
+    @property
+    def sampler(self) -> BaseSampler:
+        """The base sampler, read-only (timesteps, step coefficients, σ_t, guidance): what a
+        policy needs to reproduce the env's step (:class:`~diffenvs.sampler.BaseSampler`)."""
+        return self.core.sampler
+
     @property
     def prompts(self) -> list[str]:
         return list(self.core.prompts)

@@ -1,4 +1,4 @@
-"""``DiffusionDenoise-v0``: the reverse diffusion process as an MDP (seed 004 §5.1, DDPO, DPOK)."""
+"""``DiffusionDenoise-v0``: the reverse diffusion process as an MDP (Kristiansen & Vågen 2023, §5.1; DDPO; DPOK)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
 from diffenvs.envs.denoise_core import DenoiseCore, as_numpy
+from diffenvs.sampler import BaseSampler
 
 _RESET_OPTIONS = ("prompt", "latents")
 
@@ -70,7 +71,7 @@ class DiffusionDenoiseEnv(gym.Env):
     """Generate one image by denoising: each step is one sampler step of a text-to-image model.
 
     The episode starts from Gaussian noise x_T for a prompt drawn from the prompt set and ends at
-    x_0 after ``num_steps`` scheduler steps, when the decoded image is scored (seed 004 §5.1).
+    x_0 after ``num_steps`` scheduler steps, when the decoded image is scored (Kristiansen & Vågen 2023, §5.1).
 
     ## Action space
 
@@ -96,8 +97,8 @@ class DiffusionDenoiseEnv(gym.Env):
 
     0 on every step but the last, where ``reward`` scores the decoded image and its prompt (any
     name of :mod:`diffenvs.rewards`, a ``Reward``, or ``fn(images, prompts) -> scores``), optionally
-    standardised with ``reward_standardisation=(mean, std)`` (seed 004 eq. 5.2). With
-    ``kl_coef = β > 0`` every step also gets ``-β · k3`` (seed 004 eq. 5.3), the k3 estimate of
+    standardised with ``reward_standardisation=(mean, std)`` (Kristiansen & Vågen 2023, eq. 5.2). With
+    ``kl_coef = β > 0`` every step also gets ``-β · k3`` (Kristiansen & Vågen 2023, eq. 5.3), the k3 estimate of
     KL(policy || base) at the taken action: report the policy's log-prob of each action (in the
     action's own space) with ``env.unwrapped.set_policy_log_prob(lp)`` before ``step``.
 
@@ -178,6 +179,12 @@ class DiffusionDenoiseEnv(gym.Env):
         self.num_steps = self.core.num_steps
         self._policy_log_prob: float | None = None
         self._ids = np.zeros(1, dtype=np.int64)
+
+    @property
+    def sampler(self) -> BaseSampler:
+        """The base sampler, read-only (timesteps, step coefficients, σ_t, guidance): what a
+        policy needs to reproduce the env's step (:class:`~diffenvs.sampler.BaseSampler`)."""
+        return self.core.sampler
 
     @property
     def prompt(self) -> str:

@@ -1,4 +1,4 @@
-"""``GrammarGrid-v0``: image search on a grid of grammar prompts (RLDF, seed 003).
+"""``GrammarGrid-v0``: image search on a grid of grammar prompts (Marathe, "RLDF").
 
 A context-free grammar (:mod:`diffenvs.grammar`) spans an n-dimensional grid: one axis per slot,
 whose values are semantically ordered. Every grid state is a prompt; its image is generated once
@@ -9,22 +9,25 @@ image of the state it reaches.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 from PIL import Image
 
 from diffenvs.envs.checks import discrete_action
+from diffenvs.envs.grammar_grid_perception import (
+    CACHE_KIND,
+    GridPerception,
+    as_uint8_image,
+    scene_of_state,
+)
 from diffenvs.grammar import Grammar, load_grammar
-from diffenvs.world.attributes import ATTRIBUTE_CLASSES, MODIFIER_CATEGORIES, MODIFIER_CATEGORY
-from diffenvs.world.render import Scene, parse_prompt, render
 
-__all__ = ["REWARDS", "GrammarGridEnv", "clear_caches", "scene_of_state"]
+__all__ = ["CACHE_KIND", "REWARDS", "GrammarGridEnv", "scene_of_state"]
 
 # Canonical reward names, with the aliases the paper uses (Reward 1, 2, 3 in Table 3).
 REWARDS: dict[str, str] = {
@@ -37,38 +40,6 @@ REWARDS: dict[str, str] = {
 }
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
-# Models are shared by every env instance in the process: tests and benchmarks build many envs and
-# reloading a CLIP or a pipeline per env would dominate their run time.
-_SHARED: dict[tuple[Any, ...], Any] = {}
-
-
-def _shared(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-    if key not in _SHARED:
-        _SHARED[key] = build()
-    return _SHARED[key]
-
-
-def scene_of_state(grammar: Grammar, coords: Sequence[int]) -> Scene:
-    """The world :class:`Scene` a grid state's prompt describes (for the procedural renderer).
-
-    The prompt is read with the world's parser, then every slot tied to a world attribute sets that
-    attribute directly, so surface forms such as "an ocean" or "circles" cannot be misread.
-    """
-    found = parse_prompt(grammar.render(coords))
-    kwargs: dict[str, Any] = {k: v for k, v in found.items() if k != "modifiers"}
-    mods = {MODIFIER_CATEGORY[m]: m for m in found.get("modifiers", [])}
-    for slot, c in zip(grammar.slots, coords, strict=True):
-        if slot.attribute is None:
-            continue
-        value = ATTRIBUTE_CLASSES[slot.attribute][slot.world_class(slot.values[c])]
-        if slot.attribute in MODIFIER_CATEGORIES:
-            mods.pop(slot.attribute, None)
-            if value != "none":
-                mods[slot.attribute] = value
-        else:
-            kwargs[slot.attribute] = value
-    return Scene(**kwargs, modifiers=tuple(mods.values()))
-
 
 class GrammarGridEnv(gym.Env):
     """Walk a grid of grammar prompts to the state whose image matches a target (RLDF).
@@ -77,7 +48,7 @@ class GrammarGridEnv(gym.Env):
     ``i``-th value, and values are ordered so that neighbours look alike. The default grammar is
     count (3) × shape (6) × colour (8) × scene (6) = 864 states over the embedded world, rendering
     prompts such as ``"two large green triangles in the middle of an ocean"``;
-    ``grammar="default_9x"`` adds position and pattern axes (7,776 states, seed 003's 9× scale).
+    ``grammar="default_9x"`` adds position and pattern axes (7,776 states, Marathe's 9× scale).
 
     **Observation.** ``observation="coords"`` (default): ``MultiDiscrete(grid shape)``, the state's
     coordinates. ``"coords_target"``: the coordinates followed by the target's coordinates
@@ -122,7 +93,7 @@ class GrammarGridEnv(gym.Env):
     (:class:`diffenvs.generate.ImageGenerator`; any folder or hub id ``load_pipeline`` accepts works
     too, or pass an ``ImageGenerator``); ``model="renderer"`` draws the prompt's scene with the
     world's procedural renderer (a perfect, fast generator for development). Every state uses the
-    same ``generation_seed`` (seed 003: dynamic seeds give inconsistent rewards) and its image,
+    same ``generation_seed`` (Marathe: dynamic seeds give inconsistent rewards) and its image,
     detector reading and CLIP embedding are cached, so each state is generated at most once per
     process. ``precompute=True`` generates every state up front in batches.
 
@@ -176,7 +147,7 @@ class GrammarGridEnv(gym.Env):
             "reward",
             str(reward),
             REWARDS,
-            "the reward functions of seed 003: 'multi_semantic' (1, eq. 2-4), 'partial_semantic' (2, eq. 5), 'clip' (3, eq. 6)",
+            "the reward functions of Marathe: 'multi_semantic' (1, eq. 2-4), 'partial_semantic' (2, eq. 5), 'clip' (3, eq. 6)",
         )
         self.reward_name = REWARDS[self.reward_name]
         self.detector = _check_choice(
@@ -221,47 +192,20 @@ class GrammarGridEnv(gym.Env):
         self.fine_axes = [i for i in range(self.n_axes) if i != self.scene_axis]
         self._check_reward_is_computable()
 
-        # The image source: the procedural renderer, or a text-to-image pipeline with a cache.
-        self._generator = None
-        if isinstance(model, str) and model == "renderer":
-            self.model_name = "renderer"
-            model_key: tuple[Any, ...] = ("renderer",)
-        elif hasattr(model, "images"):  # an ImageGenerator (or anything with its interface)
-            self.model_name = type(model).__name__
-            self._generator = model
-            model_key = ("generator", model)
-        else:
-            from diffenvs.generate import ImageGenerator
-
-            self.model_name = str(model)
-            model_key = (
-                "pipeline",
-                self.model_name,
-                int(num_inference_steps),
-                float(guidance_scale),
-            )
-            self._generator = _shared(
-                model_key,
-                lambda: ImageGenerator(
-                    self.model_name,
-                    num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale,
-                ),
-            )
-
-        # Caches keyed by prompt and shared by every env with the same image source and seed, so a
-        # state is generated, read by the oracle and embedded by CLIP once per process.
-        key = (*model_key, self.generation_seed)
-        self._image_store: dict[str, np.ndarray] = _shared(("images", *key), dict)
-        self._oracle_store: dict[str, dict[str, int]] = _shared(("oracle", *key), dict)
-        self._embed_store: dict[str, np.ndarray] = _shared(("clip", str(clip), *key), dict)
-        # Per env: flat state index → prompt, and → detector reading (coordinate per slot, -1 when
-        # the detector sees a value that is not on the slot's axis).
-        self._prompts: dict[int, str] = {}
-        self._readings: dict[int, np.ndarray] = {}
-        self._world_classes: list[np.ndarray] | None = None
+        # Images, detector readings and CLIP embeddings of the states, cached per process.
+        self.perception = GridPerception(
+            g,
+            model=model,
+            generation_seed=self.generation_seed,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            clip=clip,
+            use_clip=self.reward_name == "clip",
+            detector=self.detector,
+        )
+        self.model_name = self.perception.model_name
         if self.detector == "oracle" and self.reward_name != "clip":
-            _ = self._state_classes  # fail now, not mid-episode, if a value is not a world class
+            _ = self.perception.state_classes  # fail now, not mid-episode, on a non-world value
 
         self.action_space = spaces.Discrete(2 * self.n_axes)
         coords_space = spaces.MultiDiscrete(self.shape)
@@ -309,110 +253,23 @@ class GrammarGridEnv(gym.Env):
                     "attribute. Set Slot(attribute=...), use detector='exact', or reward='clip'."
                 )
 
-    @property
-    def _state_classes(self) -> list[np.ndarray]:
-        """Per slot, the oracle class index of each value (only needed when the oracle is used)."""
-        if self._world_classes is None:
-            self._world_classes = [
-                np.array([s.world_class(v) if s.attribute else -1 for v in s.values])
-                for s in self.grammar.slots
-            ]
-        return self._world_classes
-
-    def _oracle(self) -> Any:
-        from diffenvs.models import load_oracle
-
-        return _shared(("oracle",), lambda: load_oracle())
-
-    def _clip(self) -> Any:
-        from diffenvs.models import load_clip
-
-        return _shared(("clip", str(self.clip_name)), lambda: load_clip(self.clip_name))
-
-    # ------------------------------------------------------------------ images and perception
+    # ------------------------------------------------------------------ images
     def prompt(self, coords: Sequence[int]) -> str:
         """The prompt of grid state ``coords``."""
         return self.grammar.render(coords)
 
-    def _prompt(self, idx: int) -> str:
-        if idx not in self._prompts:
-            self._prompts[idx] = self.grammar.render(self.grammar.unindex(idx))
-        return self._prompts[idx]
-
     def state_image(self, coords: Sequence[int]) -> np.ndarray:
         """The (cached, read-only) image of grid state ``coords``, uint8 (H, W, 3)."""
-        idx = self.grammar.index(coords)
-        self._generate([idx])
-        return self._image_store[self._prompt(idx)]
-
-    def _generate(self, indices: list[int]) -> None:
-        """Generate the images of states (by flat index) that no env has generated yet."""
-        todo = {self._prompt(i): i for i in indices if self._prompt(i) not in self._image_store}
-        if not todo:
-            return
-        if self._generator is None:
-            imgs = [
-                np.asarray(
-                    render(
-                        scene_of_state(self.grammar, self.grammar.unindex(i)), self.generation_seed
-                    )
-                )
-                for i in todo.values()
-            ]
-        else:
-            imgs = list(self._generator.images(list(todo), [self.generation_seed] * len(todo)))
-        for p, img in zip(todo, imgs, strict=True):
-            img = np.array(img, dtype=np.uint8)
-            img.setflags(write=False)  # cached and shared: callers must not change it in place
-            self._image_store[p] = img
-
-    def _perceive(self, indices: list[int]) -> None:
-        """Fill the detector readings or CLIP embeddings of states, in one batch."""
-        if self.reward_name == "clip":
-            todo_idx = {
-                self._prompt(i): i for i in indices if self._prompt(i) not in self._embed_store
-            }
-            todo = list(todo_idx)
-            if todo:
-                self._generate(list(todo_idx.values()))
-                with torch.no_grad():
-                    emb = self._clip().encode_images(np.stack([self._image_store[p] for p in todo]))
-                for p, e in zip(todo, emb.cpu().numpy(), strict=True):
-                    self._embed_store[p] = e
-            return
-        todo = [i for i in dict.fromkeys(indices) if i not in self._readings]
-        if not todo:
-            return
-        if self.detector == "exact":
-            for i in todo:  # the state's own values: its coordinates are its reading
-                self._readings[i] = np.array(self.grammar.unindex(i), dtype=np.int64)
-            return
-        prompts = [self._prompt(i) for i in todo]
-        unread_idx = {
-            p: i for p, i in zip(prompts, todo, strict=True) if p not in self._oracle_store
-        }
-        unread = list(unread_idx)
-        if unread:
-            self._generate(list(unread_idx.values()))
-            pred = self._oracle().predict(np.stack([_as_64(self._image_store[p]) for p in unread]))
-            for k, p in enumerate(unread):
-                self._oracle_store[p] = {a: int(v[k]) for a, v in pred.items()}
-        for i, p in zip(todo, prompts, strict=True):
-            seen = self._oracle_store[p]
-            reading = np.full(self.n_axes, -1, dtype=np.int64)
-            for a, slot in enumerate(self.grammar.slots):
-                # Map the oracle's class back to this slot's coordinate; -1 if it is not a value.
-                hits = np.flatnonzero(self._state_classes[a] == seen[slot.attribute])
-                reading[a] = hits[0] if len(hits) else -1
-            self._readings[i] = reading
+        return self.perception.state_image(self.grammar.index(coords))
 
     def precompute(self, batch_size: int = 256) -> None:
         """Generate and score every state now (in batches) instead of on first visit."""
-        all_idx = list(range(self.grammar.n_states))
-        for start in range(0, len(all_idx), batch_size):
-            chunk = all_idx[start : start + batch_size]
-            self._generate(chunk)
-            self._perceive(chunk)
+        self.perception.precompute(batch_size)
+
+    @property
+    def position(self) -> tuple[int, ...]:
+        """The current state's grid coordinates."""
+        return self._pos
 
     # ------------------------------------------------------------------ target
     def _set_target(self, target: Any) -> None:
@@ -421,7 +278,7 @@ class GrammarGridEnv(gym.Env):
         if target is None:
             coords = tuple(int(n - 1) // 2 for n in g.shape)
         elif isinstance(target, Image.Image | np.ndarray) and np.asarray(target).ndim == 3:
-            self.target_image = _as_uint8_image(target)
+            self.target_image = as_uint8_image(target)
             coords = self.encode_image(self.target_image)
         elif isinstance(target, str | Path) and str(target).lower().endswith(_IMAGE_SUFFIXES):
             path = Path(target).expanduser()
@@ -429,7 +286,7 @@ class GrammarGridEnv(gym.Env):
                 raise FileNotFoundError(
                     f"Target image {path} does not exist; pass an existing image file, coordinates or a prompt."
                 )
-            self.target_image = _as_uint8_image(Image.open(path))
+            self.target_image = as_uint8_image(Image.open(path))
             coords = self.encode_image(self.target_image)
         elif isinstance(target, str):
             try:
@@ -450,52 +307,14 @@ class GrammarGridEnv(gym.Env):
                 if self.target_image is not None
                 else self.state_image(self.target)
             )
-            with torch.no_grad():
-                self._target_embed = (
-                    self._clip().encode_images(np.array(image[None])).cpu().numpy()[0]
-                )
+            self._target_embed = self.perception.embed_image(image)
         self._reward_max = self._max_reward()
         # Per state: (reward, fine matches, scene match, distance); valid for this target only.
         self._landing: dict[int, tuple[float, int | None, bool | None, int]] = {}
 
     def encode_image(self, image: np.ndarray | Image.Image) -> tuple[int, ...]:
         """Grid coordinates of an image, by ``target_encoder`` (oracle or CLIP zero-shot)."""
-        image = _as_uint8_image(image)
-        g = self.grammar
-        if self.target_encoder == "oracle":
-            blind = [s.name for s in g.slots if s.attribute is None]
-            if blind:
-                raise ValueError(
-                    f"The oracle cannot encode slots {blind} (no world attribute); use target_encoder='clip' or give coordinates."
-                )
-            probs = self._oracle().probabilities(_as_64(image)[None])
-            coords = []
-            for a, slot in enumerate(g.slots):
-                # The slot's most likely value among its own values (the oracle knows more classes).
-                p = probs[slot.attribute][0].cpu().numpy()[self._state_classes[a]]
-                coords.append(int(np.argmax(p)))
-            return tuple(coords)
-        clip = self._clip()
-        with torch.no_grad():
-            img = clip.encode_images(image[None])[0]
-            if g.n_states <= 50_000:  # zero-shot over every state's prompt
-                best, best_score = 0, -np.inf
-                for start in range(0, g.n_states, 1024):
-                    idx = range(start, min(start + 1024, g.n_states))
-                    txt = clip.encode_texts([g.render(g.unindex(i)) for i in idx])
-                    scores = txt @ img
-                    k = int(scores.argmax())
-                    if float(scores[k]) > best_score:
-                        best, best_score = idx[k], float(scores[k])
-                return g.unindex(best)
-            # Larger grids: coordinate ascent, one slot at a time, from the grid's centre.
-            coords = [int(n - 1) // 2 for n in g.shape]
-            for _ in range(3):
-                for a in range(self.n_axes):
-                    options = [(*coords[:a], v, *coords[a + 1 :]) for v in range(g.shape[a])]
-                    scores = clip.encode_texts([g.render(c) for c in options]) @ img
-                    coords[a] = int(scores.argmax())
-            return tuple(coords)
+        return self.perception.encode_image(image, self.target_encoder)
 
     # ------------------------------------------------------------------ rewards
     def _max_reward(self) -> float:
@@ -508,15 +327,15 @@ class GrammarGridEnv(gym.Env):
     def matches(self, coords: Sequence[int]) -> np.ndarray:
         """Per slot, whether the detector reads the target's value off the state's image."""
         idx = self.grammar.index(coords)
-        self._perceive([idx])
-        return self._readings[idx] == np.asarray(self.target)
+        self.perception.perceive([idx])
+        return self.perception.readings[idx] == np.asarray(self.target)
 
     def semantic_reward(self, coords: Sequence[int]) -> float:
         """The paper's reward (eq. 2-6) of landing in ``coords``, before shifting and goal bonus."""
         idx = self.grammar.index(coords)
         if self.reward_name == "clip":
-            self._perceive([idx])
-            return float(np.dot(self._embed_store[self._prompt(idx)], self._target_embed))
+            self.perception.perceive([idx])
+            return float(np.dot(self.perception.embedding(idx), self._target_embed))
         m = self.matches(coords)
         scene = 0.0
         if self.scene_axis is not None:
@@ -569,7 +388,7 @@ class GrammarGridEnv(gym.Env):
         idx = int(np.dot(self._pos, self._strides))
         _, fine, scene, dist = self._landing_of(idx)
         info: dict[str, Any] = {
-            "prompt": self._prompt(idx),
+            "prompt": self.perception.prompt(idx),
             "coords": self._pos,
             "target": self.target,
             "distance": dist,
@@ -642,12 +461,7 @@ class GrammarGridEnv(gym.Env):
     @property
     def cache_size(self) -> int:
         """Number of images (of any grid sharing this image source and seed) generated so far."""
-        return len(self._image_store)
-
-
-def clear_caches() -> None:
-    """Drop every shared model and per-prompt cache (images, oracle readings, CLIP embeddings)."""
-    _SHARED.clear()
+        return self.perception.cache_size
 
 
 def _check_choice(
@@ -656,25 +470,3 @@ def _check_choice(
     if value not in allowed:
         raise ValueError(f"Unknown {name} {value!r}; use one of {list(allowed)} ({meaning}).")
     return value
-
-
-def _as_uint8_image(image: Any) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(
-            f"A target image must be H×W×3 RGB, got shape {arr.shape}; convert it to RGB."
-        )
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(arr, 0, 255).round().astype(np.uint8)
-    return np.array(arr)  # a writable copy: torch warns on read-only arrays from PIL
-
-
-def _as_64(image: np.ndarray) -> np.ndarray:
-    """The oracle reads 64×64 images; resize anything else (e.g. a real SD pipeline's 512 px)."""
-    if image.shape[:2] == (64, 64):
-        return image
-    return np.asarray(Image.fromarray(image).resize((64, 64), Image.Resampling.BICUBIC))

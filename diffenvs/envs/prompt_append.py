@@ -1,15 +1,15 @@
-"""``PromptAppend-v0``: append words to a seed prompt until its images match a target (seeds 000, 001).
+"""``PromptAppend-v0``: append words to a seed prompt until its images match a target (Gudibande & Zhu; Naik et al.).
 
 RLPrompt for text-to-image models: a task is a seed prompt, a target image and optionally the
 ground-truth prompt; the agent appends ``n_appends`` words from a vocabulary and is rewarded by how
-close the images of the resulting prompt are to the target (seed 000 eq. 4-6). Task sets live in
+close the images of the resulting prompt are to the target (Gudibande & Zhu, eq. 4-6). Task sets live in
 :mod:`diffenvs.envs.prompt_tasks`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -23,26 +23,23 @@ from diffenvs.envs.prompt_tasks import (
     EXTENDED_VOCABULARY,
     PromptTask,
     caption_vocabulary,
-    load_tasks,
+    load_prompt_tasks,
 )
 from diffenvs.generate import CacheStats
+from diffenvs.models.cache import MODEL_CACHE, shared_clip
 from diffenvs.world.render import render, scene_from_prompt
 
-__all__ = ["PromptAppendEnv", "RenderedImages", "clear_caches"]
+__all__ = ["CACHE_KIND", "PromptAppendEnv", "RenderedImages"]
 
-# Models and caches shared by every env in the process (benchmarks and tests build many envs).
-_SHARED: dict[tuple[Any, ...], Any] = {}
-
-
-def _shared(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-    if key not in _SHARED:
-        _SHARED[key] = build()
-    return _SHARED[key]
+#: This env's namespace in :data:`~diffenvs.models.cache.MODEL_CACHE`: its image generators and
+#: per-prompt stores (images, CLIP embeddings, rewards), shared by every env in the process
+#: (benchmarks and tests build many). ``diffenvs.models.clear_caches(CACHE_KIND)`` drops them.
+CACHE_KIND = "prompt_append"
+_T = TypeVar("_T")
 
 
-def clear_caches() -> None:
-    """Drop every shared model and cache (images, CLIP embeddings, rewards)."""
-    _SHARED.clear()
+def _shared(key: tuple[Any, ...], build: Callable[[], _T]) -> _T:
+    return MODEL_CACHE.get((CACHE_KIND, *key), build)
 
 
 class RenderedImages:
@@ -65,7 +62,7 @@ class PromptAppendEnv(gym.Env):
     """Append words to a seed prompt so that its images look like a target image (RLPrompt).
 
     **Task.** ``tasks`` is a task set: ``"world:train"`` (default), ``"world:test"``, ``"world:all"``
-    (seed 000's recipe on world captions, see :func:`~diffenvs.envs.prompt_tasks.world_tasks`), a
+    (Gudibande & Zhu's recipe on world captions, see :func:`~diffenvs.envs.prompt_tasks.world_tasks`), a
     JSONL file (``{"seed_prompt", "target_image", "ground_truth"?}`` a line) or a list of
     :class:`~diffenvs.envs.prompt_tasks.PromptTask`. ``task=i`` fixes task ``i``; otherwise each
     ``reset`` draws one uniformly (``reset(options={"task": i})`` picks one). A task without a
@@ -73,7 +70,7 @@ class PromptAppendEnv(gym.Env):
 
     **Vocabulary.** ``vocabulary="default"``: the world's eight style modifiers, "small", "large",
     "photo", "image". ``"extended"``: those plus the world's eight colour and six shape names (26
-    words, a prompt space no reward budget covers). ``"captions"``: seed 001's prompt space,
+    words, a prompt space no reward budget covers). ``"captions"``: Naik et al.'s prompt space,
     rebuilt per task: words of the world captions closest to the target in CLIP space, ranked by
     CLIP similarity and cut to ``vocab_size``. Or a list of words/phrases. Word ``i`` is appended as ``separator + word``.
 
@@ -94,12 +91,12 @@ class PromptAppendEnv(gym.Env):
     ``"prompt_embedding"``, ``"image_embedding"`` (optional), ``"target_embedding"`` and
     ``"candidate_similarity"`` (optional).
 
-    **Reward** (seed 000 eq. 6) of a prompt ``s``: ``λ_i · R_image + λ_j · R_text`` with
+    **Reward** (Gudibande & Zhu, eq. 6) of a prompt ``s``: ``λ_i · R_image + λ_j · R_text`` with
     ``R_image`` (eq. 4) the cosine similarity of the CLIP image embeddings of ``D(s)`` and the target,
     averaged over the fixed ``generation_seeds``, and ``R_text`` (eq. 5) the cosine similarity of
     the CLIP text embeddings of ``s`` and the ground truth (``lambda_text > 0`` needs one).
-    ``reward_mode="terminal"`` (seed 000) pays it once, for the final prompt; ``"per_step"``
-    (seed 001) pays it for the prompt after every append.
+    ``reward_mode="terminal"`` (Gudibande & Zhu) pays it once, for the final prompt; ``"per_step"``
+    (Naik et al.) pays it for the prompt after every append.
 
     **Episode.** Starts at the seed prompt and terminates after ``n_appends`` appends (never
     truncated). ``info``: ``prompt``, ``appended`` (the appended words as one string), ``task``,
@@ -154,7 +151,7 @@ class PromptAppendEnv(gym.Env):
         separator: str = ", ",
         render_mode: str | None = None,
     ) -> None:
-        self.tasks = load_tasks(tasks)
+        self.tasks = load_prompt_tasks(tasks)
         for name, value, allowed in (
             ("reward_mode", reward_mode, ("terminal", "per_step")),
             ("observation", observation, ("flat", "dict")),
@@ -216,9 +213,7 @@ class PromptAppendEnv(gym.Env):
                     guidance_scale=guidance_scale,
                 ),
             )
-        from diffenvs.models import load_clip
-
-        self.clip = _shared(("clip", clip), lambda: load_clip(clip))
+        self.clip = shared_clip(clip)
         key = (*model_key, clip)
         self._img_emb: dict[tuple[str, int], np.ndarray] = _shared(("img_emb", *key), dict)
         self._txt_emb: dict[str, np.ndarray] = _shared(("txt_emb", clip), dict)
@@ -351,6 +346,11 @@ class PromptAppendEnv(gym.Env):
     def prompt(self) -> str:
         """The current prompt: the seed prompt with the appended words."""
         return self.prompt_of(self._tokens)
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The vocabulary indices appended so far this episode (``prompt_of(tokens) == prompt``)."""
+        return tuple(self._tokens)
 
     def prompt_of(self, tokens: Sequence[int]) -> str:
         """The prompt made by appending vocabulary words ``tokens`` to the task's seed prompt."""

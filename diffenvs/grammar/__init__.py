@@ -1,4 +1,4 @@
-"""Context-free grammars whose slots span a grid of prompts (RLDF, seed 003 §3).
+"""Context-free grammars whose slots span a grid of prompts (Marathe, "RLDF", §3).
 
 A :class:`Grammar` is ``G = <T, N, S, R>``: terminals, non-terminals, a start symbol and rules.
 Two kinds of non-terminal exist:
@@ -25,7 +25,8 @@ values into a prompt. Grammars can be written in Python, as a dict/JSON, or as t
 :func:`world_grammar` builds the default grammar over the world's slots.
 """
 
-from diffenvs.grammar.core import Grammar, GrammarError, Slot
+from diffenvs.grammar.core import Grammar
+from diffenvs.grammar.slot import GrammarError, Slot
 from diffenvs.grammar.world import GRAMMAR_PRESETS, WORLD_DEFAULTS, load_grammar, world_grammar
 
 __all__ = [

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffenvs.grammar.core import Grammar, GrammarError, Slot
+from diffenvs.grammar.core import Grammar
+from diffenvs.grammar.slot import GrammarError, Slot
 from diffenvs.world.attributes import (
     ATTRIBUTE_CLASSES,
     COUNTS,
@@ -133,7 +134,7 @@ def world_grammar(
 GRAMMAR_PRESETS: dict[str, tuple[str, ...]] = {
     # 3 x 6 x 8 x 6 = 864 states, 8 actions.
     "default": ("count", "shape", "colour", "scene"),
-    # The default plus position (3) and pattern (3): 9 x 864 = 7,776 states (seed 003 scales 9x).
+    # The default plus position (3) and pattern (3): 9 x 864 = 7,776 states (Marathe scales 9x).
     "default_9x": ("count", "shape", "colour", "scene", "position", "pattern"),
     # The default plus the three modifier categories: 864 x 48 = 41,472 states.
     "modifiers": ("count", "shape", "colour", "scene", "pattern", "effect", "finish"),

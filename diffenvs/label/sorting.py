@@ -1,4 +1,4 @@
-"""Binary insertion sort with ties, as a pure replay of the answers given so far (seed 004 §4.2).
+"""Binary insertion sort with ties, as a pure replay of the answers given so far (Kristiansen & Vågen 2023, §4.2).
 
 A task's images are inserted one at a time (in index order) into an ordered list of *groups*, best
 first; images judged equal share a group. Inserting an image is a binary search over the groups, and
@@ -9,7 +9,7 @@ each probe compares it with the probed group's first image:
 * "tie"     → join the probed group (the search ends early).
 
 When the search range is empty the image becomes a new group at that position. Because the image is
-only ever compared with a group's first image, transitivity is assumed (seed 004's "transitivity
+only ever compared with a group's first image, transitivity is assumed (Kristiansen & Vågen's "transitivity
 mode") and the labeler answers at most ``ceil(log2(g + 1))`` questions per image for ``g`` groups so
 far, instead of comparing every pair.
 

@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 
 MIN_IMAGES, MAX_IMAGES = 2, 16
 MAX_PROMPT_CHARS = 1000
-TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PATH_CHARS = 1024
+TASK_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: no "\n" tail
 TASK_KEYS = {"task_id", "prompt", "images"}
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -49,11 +50,27 @@ def safe_image_path(root: Path, rel: str) -> Path:
             f"Image path {rel!r} must be relative to the tasks directory and may not contain "
             "'..', backslashes or a leading '/' or '~'; move the image inside the directory."
         )
+    if "\x00" in rel or len(rel) > MAX_PATH_CHARS:
+        raise TaskError(
+            f"Image path {rel[:60]!r}... has a NUL byte or more than {MAX_PATH_CHARS} characters; "
+            "give the path of a PNG file inside the tasks directory."
+        )
     root = root.resolve()
-    path = (root / pure).resolve()
+    try:
+        path = (root / pure).resolve()
+    except (OSError, ValueError) as err:  # e.g. a symlink loop, or a name the OS cannot encode
+        raise TaskError(f"Image path {rel!r} cannot be resolved ({err}).") from None
     if not path.is_relative_to(root):  # a symlink that points out of the directory
         raise TaskError(f"Image path {rel!r} resolves to {path}, outside {root}; copy it inside.")
     return path
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_task(obj: object, root: Path, where: str = "task") -> Task:
@@ -71,7 +88,7 @@ def validate_task(obj: object, root: Path, where: str = "task") -> Task:
             f"{where}: unknown key(s) {sorted(extra)}; allowed keys are {sorted(TASK_KEYS)}."
         )
     task_id, prompt, images = obj["task_id"], obj["prompt"], obj["images"]
-    if not isinstance(task_id, str) or not TASK_ID_RE.match(task_id):
+    if not isinstance(task_id, str) or not TASK_ID_RE.fullmatch(task_id):
         raise TaskError(
             f"{where}: task_id {task_id!r} must be a string of 1-64 letters, digits, '_', '.' or "
             "'-' starting with a letter or digit."
@@ -80,6 +97,11 @@ def validate_task(obj: object, root: Path, where: str = "task") -> Task:
         raise TaskError(
             f"{where} ({task_id}): prompt must be a non-empty string of at most "
             f"{MAX_PROMPT_CHARS} characters."
+        )
+    if not _is_unicode(prompt):
+        raise TaskError(
+            f"{where} ({task_id}): prompt holds an unpaired surrogate (a \\ud800-style escape); "
+            "write the text as UTF-8."
         )
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
         raise TaskError(f"{where} ({task_id}): images must be a list of relative PNG paths.")
@@ -97,13 +119,15 @@ def validate_task(obj: object, root: Path, where: str = "task") -> Task:
             path = safe_image_path(root, rel)
         except TaskError as err:
             raise TaskError(f"{where} ({task_id}): {err}") from None
-        if not path.is_file():
-            raise TaskError(f"{where} ({task_id}): image {rel!r} does not exist under {root}.")
-        with path.open("rb") as f:
-            if f.read(8) != _PNG_MAGIC:
-                raise TaskError(
-                    f"{where} ({task_id}): {rel!r} is not a PNG file; convert it to PNG."
-                )
+        try:
+            if not path.is_file():
+                raise TaskError(f"{where} ({task_id}): image {rel!r} does not exist under {root}.")
+            with path.open("rb") as f:
+                magic = f.read(8)
+        except OSError as err:  # unreadable, name too long, ...
+            raise TaskError(f"{where} ({task_id}): cannot read image {rel!r} ({err}).") from None
+        if magic != _PNG_MAGIC:
+            raise TaskError(f"{where} ({task_id}): {rel!r} is not a PNG file; convert it to PNG.")
     return Task(task_id, prompt, tuple(images), root.resolve())
 
 
@@ -120,15 +144,28 @@ def load_tasks(tasks_dir: str | Path) -> list[Task]:
         raise TaskError(f"{root} has no tasks.jsonl; write one task per line (see docs/label.md).")
     tasks: list[Task] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise TaskError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8.") from None
+    except OSError as err:
+        raise TaskError(f"Cannot read {path} ({err.strerror or err}).") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as err:
+        except (ValueError, RecursionError) as err:  # also a 5,000-digit number, deep nesting
+            reason = (
+                err.msg
+                if isinstance(err, json.JSONDecodeError)
+                else "nested too deeply"
+                if isinstance(err, RecursionError)
+                else "a number with thousands of digits"
+            )
             raise TaskError(
-                f"{where}: not valid JSON ({err.msg}); fix or remove the line."
+                f"{where}: not valid JSON ({reason}); fix or remove the line."
             ) from None
         task = validate_task(obj, root, where)
         if task.task_id in seen:

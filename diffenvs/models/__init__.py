@@ -19,8 +19,11 @@ See ``docs/models.md`` for the name grammar and worked examples with real checkp
 The loaders live in submodules: :mod:`~diffenvs.models.hub` (offline detection, hub fetching),
 :mod:`~diffenvs.models.errors`, :mod:`~diffenvs.models.pipeline`, :mod:`~diffenvs.models.clip`,
 :mod:`~diffenvs.models.aesthetic`, :mod:`~diffenvs.models.pickscore` and
-:mod:`~diffenvs.models.reward_models`; every public name is re-exported here. To monkeypatch a
+:mod:`~diffenvs.models.reward_networks`; every public name is re-exported here. To monkeypatch a
 module-level name (e.g. ``world_pipeline_path``), patch it in the submodule that uses it.
+
+Every ``load_*`` call loads afresh. Envs, rewards and agents instead share one copy per process
+through :mod:`~diffenvs.models.cache` (``shared_clip``, ``shared_pipeline``, ``shared_oracle``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ from diffenvs.models.aesthetic import (
     AestheticMLP,
     load_aesthetic,
     read_state_dict,
+)
+from diffenvs.models.cache import (
+    MODEL_CACHE,
+    ModelCache,
+    clear_caches,
+    shared,
+    shared_clip,
+    shared_oracle,
+    shared_pipeline,
 )
 from diffenvs.models.clip import ClipModel, load_clip, prepare_images
 from diffenvs.models.errors import InvalidModelError, ModelNotFoundError
@@ -47,9 +59,10 @@ from diffenvs.models.pipeline import (
     world_clip_path,
     world_pipeline_path,
 )
-from diffenvs.models.reward_models import load_oracle, load_reward_model
+from diffenvs.models.reward_networks import load_oracle, load_reward_network
 
 __all__ = [
+    "MODEL_CACHE",
     "PICKSCORE_MODEL",
     "PICKSCORE_PROCESSOR",
     "PIPELINE_COMPONENTS",
@@ -58,17 +71,23 @@ __all__ = [
     "AestheticMLP",
     "ClipModel",
     "InvalidModelError",
+    "ModelCache",
     "ModelNotFoundError",
     "PickScore",
+    "clear_caches",
     "hub_offline",
     "load_aesthetic",
     "load_clip",
     "load_oracle",
     "load_pickscore",
     "load_pipeline",
-    "load_reward_model",
+    "load_reward_network",
     "prepare_images",
     "read_state_dict",
+    "shared",
+    "shared_clip",
+    "shared_oracle",
+    "shared_pipeline",
     "world_clip_path",
     "world_pipeline_path",
 ]

@@ -167,7 +167,7 @@ def _check_clip_folder(folder: Path) -> None:
             f"{folder} is not an open_clip model folder: open_clip_config.json is missing. An "
             "open_clip folder holds open_clip_config.json (model_cfg + preprocess_cfg) and "
             "open_clip_model.safetensors, as written by open_clip's push_to_hf_hub / "
-            "diffenvs.world.clip."
+            "diffenvs.world.clip_architecture."
         )
     try:
         cfg = json.loads(config.read_text())

@@ -11,7 +11,7 @@ See ``docs/preference.md``.
 
 from diffenvs.preference.data import RankedSet, dense_ranks, read_sets, write_sets
 from diffenvs.preference.labelers import SyntheticLabeler
-from diffenvs.preference.models import (
+from diffenvs.preference.reward_model import (
     RewardModel,
     build_reward_model,
     load_reward_model,

@@ -6,7 +6,7 @@ A **tasks folder** holds ``tasks.jsonl``, one JSON object per line::
 
 (image paths relative to the file's folder). A **labels file** (``labels.jsonl``) holds the same
 objects plus ``"ranks"`` (one int per image, 0 = best, tied images share a rank), ``"labeler"`` and
-``"n_comparisons"``. One ranked set is one element of the Bradley-Terry loss (seed 004 eq. 5.1).
+``"n_comparisons"``. One ranked set is one element of the Bradley-Terry loss (Kristiansen & Vågen 2023, eq. 5.1).
 :func:`write_sets` rewrites image paths relative to the folder it writes into, so a labels file
 can live anywhere.
 """

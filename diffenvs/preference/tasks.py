@@ -33,7 +33,7 @@ def make_tasks(
 
     ``prompts="counts"`` draws the modifier-free count captions the PPO agent trains on, and
     ``eta > 0`` samples with DDIM noise: tasks made with the rollout sampler's settings give a
-    reward model that sees what the policy will produce (seed 004 labels the policy's own samples).
+    reward model that sees what the policy will produce (Kristiansen & Vågen 2023 label the policy's own samples).
 
     ``mismatched`` of each task's images are drawn from the prompt with one attribute changed
     (count, shape, colour, position or scene) while the task still shows the original prompt: a

@@ -1,11 +1,11 @@
-"""Train a reward model from ranked sets with the Bradley-Terry loss (seed 004 eq. 5.1).
+"""Train a reward model from ranked sets with the Bradley-Terry loss (Kristiansen & Vågen 2023, eq. 5.1).
 
 Each labelled task is one batch element: all (better, worse) pairs its ranking implies enter the
 loss together, ``-mean log sigmoid(r(better) - r(worse))``, so a task of K images gives up to
 K(K-1)/2 pairs without K(K-1)/2 times the feature cost. Tied images give no pair. The backbone is
 frozen, so features are computed once and the head trains on the cache. After training, the score's
 mean and std over the training images (base-model samples) are stored, and the model returns
-``(r - mean) / std`` (seed 004 eq. 5.2).
+``(r - mean) / std`` (Kristiansen & Vågen 2023, eq. 5.2).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from diffenvs.preference.data import RankedSet, read_sets
-from diffenvs.preference.models import RewardModel, build_reward_model, preference_accuracy
+from diffenvs.preference.reward_model import RewardModel, build_reward_model, preference_accuracy
 
 
 def bradley_terry_loss(scores: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
@@ -56,7 +56,7 @@ class TrainRewardConfig:
     weight_decay: float = 1e-2
     sets_per_batch: int = 16
     condition_dropout: float = 0.2
-    """Probability of scoring a task with the empty prompt in place of its own (seed 004 §4)."""
+    """Probability of scoring a task with the empty prompt in place of its own (Kristiansen & Vågen 2023, §4)."""
     val_fraction: float = 0.15
     """Training tasks kept back for early stopping."""
     patience: int = 10

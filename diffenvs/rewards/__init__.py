@@ -5,8 +5,8 @@ name (aliases)                what it scores
 ============================  ==================================================================
 ``clip_score`` (``clip``)     CLIP cosine similarity of image and prompt
 ``clip_image:PATH``           CLIP cosine similarity to a target image (default: a world render)
-``colourfulness``             vividness x hue entropy, seed 004 Appendix A
-``target_rmse:PATH``          minus 10 x adjusted RMSE to a target image, seed 004 Algorithm 1
+``colourfulness``             vividness x hue entropy, Kristiansen & Vågen 2023, Appendix A
+``target_rmse:PATH``          minus 10 x adjusted RMSE to a target image, Kristiansen & Vågen 2023, Algorithm 1
 ``jpeg_compressibility``      minus JPEG size in kB (DDPO)
 ``jpeg_incompressibility``    JPEG size in kB (DDPO)
 ``aesthetic:PATH``            LAION aesthetic MLP over CLIP image embeddings
@@ -18,7 +18,7 @@ name (aliases)                what it scores
 ``zero``                      always 0 (overhead measurements, KL-only training)
 ============================  ==================================================================
 
-:class:`Standardised` applies seed 004 eq. 5.2. See ``docs/rewards.md``.
+:class:`Standardised` applies Kristiansen & Vågen 2023, eq. 5.2. See ``docs/rewards.md``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from diffenvs.rewards.image import (
     load_target_image,
     rgb_to_lab,
 )
-from diffenvs.rewards.models import (
+from diffenvs.rewards.pretrained import (
     AestheticScore,
     ClipImageSimilarity,
     ClipScore,
@@ -92,13 +92,13 @@ register_reward(
 register_reward(
     "colourfulness",
     _no_arg(Colourfulness, "colourfulness"),
-    description="vivid-pixel ratio x hue entropy (seed 004 App. A)",
+    description="vivid-pixel ratio x hue entropy (Kristiansen & Vågen 2023, App. A)",
     aliases=("colorfulness",),
 )
 register_reward(
     "target_rmse",
     _with_arg(TargetRMSE, "target"),
-    description="-10 x adjusted RMSE to a target image (seed 004 Alg. 1)",
+    description="-10 x adjusted RMSE to a target image (Kristiansen & Vågen 2023, Alg. 1)",
     aliases=("target_image",),
 )
 register_reward(

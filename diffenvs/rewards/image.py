@@ -35,7 +35,7 @@ def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
 
 
 class Colourfulness(Reward):
-    """Colour vividness x hue diversity, seed 004 Appendix A (after Pinto et al. 2023).
+    """Colour vividness x hue diversity, Kristiansen & Vågen 2023, Appendix A (after Pinto et al. 2023).
 
     ``vivid_ratio`` is the fraction of pixels whose squared Lab chroma ``a^2 + b^2`` exceeds
     ``vivid_threshold``; ``hue_entropy`` is the entropy (bits) of the hue angle ``atan2(b, a)``

@@ -78,8 +78,12 @@ def as_image_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return images.float()
 
 
-def load_oracle(path: str | Path | None = None) -> AttributeOracle:
-    """Load the oracle from a safetensors file (default: the one shipped with the package)."""
+def read_oracle(path: str | Path | None = None) -> AttributeOracle:
+    """Read the oracle from a safetensors file (default: the one shipped with the package).
+
+    The public loader is :func:`diffenvs.models.load_oracle` (device placement, the loaders'
+    error types); this is the world's own file reader.
+    """
     from diffenvs.io import load_tensors
     from diffenvs.world.paths import weights_path
 

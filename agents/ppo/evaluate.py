@@ -1,0 +1,223 @@
+"""Evaluation of the diffusion-policy PPO agent and its figures.
+
+* :func:`evaluate`: terminal rewards (and oracle accuracy) on fixed held-out prompts, seeds and
+  noise, so the evaluations before and after training see the same samples.
+* Plots: before/after image grids, reward histograms (Kristiansen & Vågen 2023, Figs 6.6 and
+  6.10), reward/KL curves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from agents.ppo.policy import DiffusionActorCritic
+from agents.ppo.rollout import run_episodes
+
+if TYPE_CHECKING:
+    from agents.ppo.config import PPOConfig
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: DiffusionActorCritic,
+    envs: Any,
+    prompts: list[str],
+    seed: int,
+    accelerator: Any,
+    oracle: Any = None,
+) -> dict[str, np.ndarray]:
+    """Terminal rewards (and oracle accuracy) of the policy on fixed prompts, seeds and noise.
+
+    Env batch c uses env seed ``seed + c * num_envs`` and noise seed ``seed + c``, so two calls
+    (before and after training) see the same x_T and the same step noise. Batches are shared out
+    over processes and gathered.
+    """
+    from accelerate.utils import gather_object
+
+    n, per = len(prompts), envs.num_envs
+    rows: list[tuple[int, float, float, np.ndarray]] = []
+    for c in range(accelerator.process_index, math.ceil(n / per), accelerator.num_processes):
+        chunk = prompts[c * per : (c + 1) * per]
+        padded = chunk + [chunk[-1]] * (per - len(chunk))
+        out = run_episodes(model, envs, padded, seed + c * per, seed + c, accelerator.autocast)
+        acc = np.full(per, np.nan)
+        if oracle is not None:
+            acc = oracle.evaluate(out["images"], padded).details["accuracy"].cpu().numpy()
+        for i in range(len(chunk)):
+            rows.append((c * per + i, float(out["rewards"][i]), float(acc[i]), out["images"][i]))
+    rows = sorted(gather_object(rows), key=lambda r: r[0])
+    result = {
+        "rewards": np.array([r[1] for r in rows]),
+        "accuracy": np.array([r[2] for r in rows]),
+        "images": np.stack([r[3] for r in rows]),
+    }
+    if oracle is not None:
+        result |= attribute_accuracy(oracle.oracle, result["images"], prompts[: len(rows)])
+    return result
+
+
+def attribute_accuracy(oracle: Any, images: np.ndarray, prompts: Sequence[str]) -> dict:
+    """``acc_<attribute>``: per image, 1/0 where its prompt names the attribute, NaN elsewhere.
+
+    Prompt following broken down by attribute (e.g. how often the count is right), which is what
+    the prompt-alignment experiment is judged on.
+    """
+    from diffenvs.rewards import parse_attribute_target
+    from diffenvs.world.attributes import ATTRIBUTES
+
+    predicted = oracle.predict(images)
+    out = {f"acc_{a}": np.full(len(images), np.nan) for a in ATTRIBUTES}
+    for i, prompt in enumerate(prompts):
+        for attribute, index in parse_attribute_target(prompt):
+            out[f"acc_{attribute}"][i] = float(predicted[attribute][i] == index)
+    return out
+
+
+def evaluate_base(
+    policy: DiffusionActorCritic,
+    envs: Any,
+    prompts: list[str],
+    cfg: PPOConfig,
+    accelerator: Any,
+    oracle: Any,
+    run_dir: Path,
+) -> dict[str, np.ndarray] | None:
+    """The base model's evaluation: run (and saved) on a fresh run, reloaded on a resumed one."""
+    before = None
+    before_file = run_dir / "eval_before.npz"
+    if cfg.resume and before_file.exists():
+        with np.load(before_file) as f:
+            before = {k: f[k] for k in f.files}
+    elif cfg.resume:
+        # The base model is gone once training has started: no honest "before" to compare.
+        print(f"warning: {before_file} is missing, so this resumed run has no before/after.")
+    else:
+        before = evaluate(policy, envs, prompts, cfg.eval_seed, accelerator, oracle)
+        if accelerator.is_main_process and cfg.save:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            np.savez(before_file, **before)
+    return before
+
+
+def eval_summary(result: dict[str, np.ndarray]) -> dict[str, float]:
+    r, acc = result["rewards"], result["accuracy"]
+    out = {"reward_mean": float(r.mean()), "reward_std": float(r.std()), "n": float(len(r))}
+    if not np.isnan(acc).all():
+        out["oracle_accuracy"] = float(np.nanmean(acc))
+    for key, values in result.items():
+        if key.startswith("acc_") and not np.isnan(values).all():
+            out[f"oracle_{key[4:]}"] = float(np.nanmean(values))
+    return out
+
+
+def save_eval_report(
+    before: dict[str, np.ndarray],
+    after: dict[str, np.ndarray],
+    summary: dict[str, Any],
+    run_dir: Path,
+    grid: int,
+    reward: str,
+) -> None:
+    """``samples.png`` (the first ``grid`` images), ``reward_hist.png`` and ``eval.json``."""
+    from diffenvs.io import write_json
+
+    save_before_after(before["images"][:grid], after["images"][:grid], run_dir / "samples.png")
+    save_reward_histogram(before["rewards"], after["rewards"], run_dir / "reward_hist.png", reward)
+    write_json(run_dir / "eval.json", summary)
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def image_grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
+    """uint8 images (N, H, W, 3) tiled in a white-padded grid."""
+    n, h, w, _ = images.shape
+    rows = (n + cols - 1) // cols
+    grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = im
+    return grid
+
+
+def save_before_after(
+    before: np.ndarray, after: np.ndarray, path: Path, cols: int = 8, scale: int = 3
+) -> None:
+    """Two grids side by side (same prompts and seeds), as Kristiansen & Vågen 2023, Figs 6.4, 6.8."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grids = [image_grid(imgs, cols) for imgs in (before, after)]
+    height, width = grids[0].shape[:2]
+    # Size the figure from the grids so the images fill it at ``scale`` screen pixels per pixel.
+    fig, axes = plt.subplots(
+        1, 2, figsize=(2 * width * scale / 100 + 0.2, height * scale / 100 + 0.4)
+    )
+    for ax, grid, title in zip(axes, grids, ("base model", "after PPO"), strict=True):
+        ax.imshow(grid, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+    _save_figure(fig, path)
+
+
+def save_reward_histogram(
+    before: Sequence[float], after: Sequence[float], path: Path, label: str = "reward"
+) -> None:
+    """Reward distributions before vs after, standardised by the base distribution (Fig. 6.6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b, a = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    mu, sd = b.mean(), b.std() if b.std() > 0 else 1.0
+    zb, za = (b - mu) / sd, (a - mu) / sd
+    bins = np.linspace(min(zb.min(), za.min()), max(zb.max(), za.max()) + 1e-9, 30)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(zb, bins=bins, alpha=0.6, label=f"base (mean {b.mean():.3g})")
+    ax.hist(za, bins=bins, alpha=0.6, label=f"after PPO (mean {a.mean():.3g})")
+    ax.set_xlabel(f"{label}, standardised by the base distribution")
+    ax.set_ylabel("samples")
+    ax.legend()
+    _save_figure(fig, path)
+
+
+def save_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Mean rollout reward, KL and β per update."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    x = [h["update"] for h in history]
+    keys = [("reward_mean", "mean rollout reward (raw)"), ("kl", "KL to base (k3, per image)")]
+    keys.append(("beta", "KL coefficient β"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+    for ax, (key, title) in zip(axes, keys, strict=True):
+        ax.plot(x, [h.get(key, float("nan")) for h in history])
+        ax.set_title(title)
+        ax.set_xlabel("update")
+    _save_figure(fig, path)

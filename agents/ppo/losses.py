@@ -1,0 +1,100 @@
+"""Advantages and the KL coefficient of the diffusion-policy PPO agent, on plain tensors.
+
+* :func:`returns_to_go` and :func:`per_prompt_advantages`: critic-free advantages (DDPO's
+  per-prompt normalisation) of a terminal reward minus the KL penalty to go (Kristiansen & Vågen
+  2023, eq. 5.3); :func:`gae_advantages` when a value function is trained.
+* :class:`FixedKLController` / :class:`AdaptiveKLController`: β, the weight of that penalty (the
+  adaptive one is Ziegler et al.'s target-KL controller).
+
+The clipped PPO objective itself is written out in :func:`agents.ppo.update.ppo_update`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------------------------
+# Advantages
+
+
+def returns_to_go(terminal: torch.Tensor, kl: torch.Tensor, beta: float) -> torch.Tensor:
+    """Undiscounted (γ = 1) return from each step: ``R - β Σ_{s >= t} k3_s``, shape (B, T)."""
+    penalty = torch.flip(torch.cumsum(torch.flip(kl, [1]), 1), [1])
+    return terminal[:, None] - beta * penalty
+
+
+def per_prompt_advantages(
+    returns: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6, scale: bool = True
+) -> torch.Tensor:
+    """Critic-free advantages: returns standardised within each prompt group, per step index.
+
+    Every trajectory of a group shares its prompt, so the group mean is a per-prompt baseline
+    (DDPO's per-prompt stat tracking, here within one rollout). Groups of a single trajectory fall
+    back to the statistics of the whole batch, which is then plain batch normalisation.
+    ``scale=False`` only subtracts the baseline (as Dr. GRPO does): a group whose returns differ by
+    noise alone then gives small advantages rather than unit-variance ones.
+    """
+    adv = torch.empty_like(returns)
+    ids, counts = torch.unique(groups, return_counts=True)
+    batch_mean, batch_std = returns.mean(0), returns.std(0, unbiased=False)
+    for gid, count in zip(ids.tolist(), counts.tolist(), strict=True):
+        rows = groups == gid
+        if count > 1:
+            mean, std = returns[rows].mean(0), returns[rows].std(0, unbiased=False)
+        else:
+            mean, std = batch_mean, batch_std
+        adv[rows] = (returns[rows] - mean) / (std + eps) if scale else returns[rows] - mean
+    return adv
+
+
+def gae_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over fixed-length episodes: (advantages, value targets), both (B, T).
+
+    ``rewards[:, k]`` is the reward of step k (the KL penalty, plus the terminal reward on the last
+    step); the value after the last step is 0 because the episode ends there.
+    """
+    b, t = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(b, dtype=rewards.dtype, device=rewards.device)
+    for k in reversed(range(t)):
+        next_value = values[:, k + 1] if k + 1 < t else torch.zeros_like(last)
+        delta = rewards[:, k] + gamma * next_value - values[:, k]
+        last = delta + gamma * lam * last
+        adv[:, k] = last
+    return adv, adv + values
+
+
+# --------------------------------------------------------------------------------------------
+# KL coefficient controllers
+
+
+class FixedKLController:
+    """A constant β (Kristiansen & Vågen 2023 §6.5 used 0.02; their §7.1 reports that a fixed β
+    fails)."""
+
+    def __init__(self, beta: float) -> None:
+        self.beta = float(beta)
+
+    def update(self, kl: float, n_steps: int) -> float:
+        return self.beta
+
+
+class AdaptiveKLController:
+    """Ziegler et al. (2019)'s controller: move β so the measured KL tracks ``target``.
+
+    ``e = clip(KL / target - 1, -0.2, 0.2)``; ``β ← β (1 + e · n_steps / horizon)``: β grows while
+    the policy is further from the base model than wanted and shrinks when it is closer.
+    """
+
+    def __init__(self, beta: float, target: float, horizon: float) -> None:
+        if not target > 0 or not horizon > 0:
+            raise ValueError(f"kl_target and kl_horizon must be > 0, got {target}, {horizon}.")
+        self.beta, self.target, self.horizon = float(beta), float(target), float(horizon)
+
+    def update(self, kl: float, n_steps: int) -> float:
+        error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+        self.beta *= 1.0 + error * n_steps / self.horizon
+        return self.beta
