@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from diffenvs.io import load_tensors, save_tensors
 from diffenvs.world.attributes import ATTRIBUTE_CLASSES, MODIFIER_CATEGORIES
-from diffenvs.world.clip import OPENAI_MEAN, OPENAI_STD, create_world_clip
+from diffenvs.world.clip_architecture import OPENAI_MEAN, OPENAI_STD, create_world_clip
 from diffenvs.world.data import make_dataset
 from diffenvs.world.oracle import as_image_tensor
 from diffenvs.world.paths import WEIGHTS_DIR
@@ -41,6 +41,13 @@ class Config:
     focus: tuple[str, ...] = ()
     """Attributes to draw half of the hard negatives from (e.g. ``shape position``): the ones a
     first run left weakest."""
+    aux_weight: float = 0.0
+    """Weight of an auxiliary attribute-classification loss on both towers' embeddings (0 = off).
+
+    One linear head per attribute is shared by the two towers, so an attribute must be encoded
+    along the same direction in image and text embeddings, which is what zero-shot comparison
+    needs. Contrastive batches alone rarely contrast captions that differ only in, say, position,
+    and a first CLIP left position at chance. The heads are discarded after training."""
 
 
 def one_attribute_changed(
@@ -82,7 +89,15 @@ def main(cfg: Config) -> None:
     model, tokenizer = create_world_clip(cfg.out)
     if cfg.init_from is not None:
         model.load_state_dict(load_tensors(cfg.init_from / "open_clip_model.safetensors"))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
+    heads = torch.nn.ModuleDict(
+        {
+            a: torch.nn.Linear(model.text_projection.shape[1], len(v))
+            for a, v in ATTRIBUTE_CLASSES.items()
+        }
+    )
+    labels = torch.from_numpy(train.labels)
+    params = list(model.parameters()) + (list(heads.parameters()) if cfg.aux_weight > 0 else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05
     )
@@ -105,6 +120,14 @@ def main(cfg: Config) -> None:
         loss = (
             F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(idx)].T, target)
         ) / 2
+        if cfg.aux_weight > 0:
+            both = torch.cat([img, txt[: len(idx)]])
+            both_labels = torch.cat([labels[idx], labels[idx]])
+            aux = sum(
+                F.cross_entropy(heads[a](both * 8.0), both_labels[:, j])
+                for j, a in enumerate(ATTRIBUTE_CLASSES)
+            ) / len(ATTRIBUTE_CLASSES)
+            loss = loss + cfg.aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
