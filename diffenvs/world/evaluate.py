@@ -22,6 +22,8 @@ from diffenvs.io import write_json
 from diffenvs.models import load_clip, load_oracle, load_pipeline
 from diffenvs.world.attributes import ATTRIBUTE_CLASSES, ATTRIBUTES, MODIFIER_CATEGORIES
 from diffenvs.world.data import make_dataset
+from diffenvs.world.metrics_page import write_metrics_page
+from diffenvs.world.oracle import as_image_tensor
 from diffenvs.world.render import Scene, render, sample_scenes
 
 
@@ -29,22 +31,35 @@ from diffenvs.world.render import Scene, render, sample_scenes
 class EvaluateConfig:
     """Evaluate every model of the embedded world on held-out data."""
 
-    out: Path = Path("docs/world_metrics.json")
-    """Where to write the metrics (JSON)."""
-    images_dir: Path = Path("docs/images")
-    """Where to write sample grids."""
+    out_dir: Path = Path("out/world_evaluate")
+    """Where the metrics (world_metrics.json / .md) and sample grids go."""
+    update_docs: bool = False
+    """Also refresh the copies in docs/ (docs/world_metrics.*, docs/images/world_*.png): only for
+    the shipped world, when its weights change."""
+    pipeline: str = "world"
+    """The text-to-image model: 'world' or a Stable-Diffusion-layout folder (e.g. a training leg's)."""
+    vae: str | None = None
+    """An AutoencoderKL folder whose reconstructions to measure (default: the pipeline's VAE)."""
+    oracle: str | None = None
+    """Oracle weights (default: the shipped ones)."""
+    judge: str | None = None
+    """Judge weights (default: the shipped ones; skipped with a note where none is shipped)."""
+    clip: str = "world"
+    """The CLIP to measure: 'world' or an open_clip folder."""
     n_rendered: int = 2_000
-    """Held-out rendered images for the oracle and CLIP."""
+    """Held-out rendered images for the oracle, the judge, the VAE and CLIP."""
     n_prompts: int = 256
     """Held-out prompts (never training captions) for the text-to-image model."""
-    steps: int = 20
-    """DDIM steps for generation."""
+    steps: tuple[int, ...] = (20, 10)
+    """DDIM step counts for generation (the first is the main setting)."""
     guidance_scales: tuple[float, ...] = (4.0,)
-    """Classifier-free guidance scales to evaluate (the first is the default)."""
+    """Classifier-free guidance scales (the first is the default)."""
+    compare_speed_with: str | None = None
+    """Another pipeline (e.g. the previous world's folder) timed side by side with ``pipeline``."""
     seed: int = 1234
-    threads: int = 2
+    threads: int = 1
     skip: list[str] = field(default_factory=list)
-    """Parts to skip: any of oracle, clip, t2i, speed."""
+    """Parts to skip: any of oracle, judge, vae, clip, t2i, diversity, speed."""
 
 
 def _accuracy(pred: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
@@ -177,228 +192,173 @@ def renderer_showcase(path: Path) -> None:
     save_grid(images, path, cols=9, scale=3)
 
 
+@torch.no_grad()
+def vae_reconstruction(vae, images: np.ndarray, labels: np.ndarray, readers: dict) -> dict:
+    """PSNR of the VAE's reconstructions (posterior means) and each reader's accuracy on them."""
+    recons, sq_err = [], 0.0
+    for i in range(0, len(images), 128):
+        x = as_image_tensor(images[i : i + 128]) * 2 - 1
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        sq_err += (recon - x).pow(2).sum().item()
+        recons.append((recon + 1) / 2)
+    x = torch.cat(recons)
+    report: dict[str, object] = {"psnr_db": float(10 * np.log10(4.0 / (sq_err / images.size)))}
+    for name, reader in readers.items():
+        report[name] = _accuracy(reader.predict(x), labels)
+    return report
+
+
+def _readers(cfg: EvaluateConfig, results: dict) -> dict:
+    from diffenvs.world.judge import load_judge
+    from diffenvs.world.paths import weights_path
+
+    readers = {"oracle": load_oracle(cfg.oracle)}
+    if "judge" in cfg.skip:
+        return readers
+    if cfg.judge is None and not weights_path("judge.safetensors").exists():
+        results["notes"] = ["No judge is shipped with these weights; judge rows are skipped."]
+        return readers
+    readers["judge"] = load_judge(cfg.judge)
+    return readers
+
+
+def text_to_image(cfg: EvaluateConfig, pipe, clip, readers: dict, results: dict) -> None:
+    """Prompt following at every (steps, guidance) setting, grids, FID-like distance, diversity."""
+    scenes = sample_scenes(cfg.n_prompts, seed=cfg.seed + 1, split="heldout")
+    prompts = [s.caption() for s in scenes]
+    seeds = list(range(cfg.n_prompts))
+    rendered = np.stack([np.asarray(render(s, 10_000 + i)) for i, s in enumerate(scenes)])
+    with torch.no_grad():
+        e_ren = clip.encode_images(rendered).numpy()
+    per_setting = {}
+    for steps in cfg.steps:
+        for g in cfg.guidance_scales:
+            images = generate(pipe, prompts, seeds, steps, g)
+            metrics: dict[str, object] = prompt_following(readers["oracle"], scenes, images)
+            if "judge" in readers:
+                metrics["judge"] = prompt_following(readers["judge"], scenes, images)
+            with torch.no_grad():
+                e_gen = clip.encode_images(images).numpy()
+            metrics["frechet_clip_distance_to_renders"] = frechet_distance(e_gen, e_ren)
+            per_setting[f"{steps} steps, guidance {g}"] = metrics
+            if len(per_setting) == 1:
+                save_grid(
+                    np.concatenate([rendered[:16], images[:16]]),
+                    cfg.out_dir / "images" / "world_heldout_render_vs_generated.png",
+                    cols=16,
+                )
+                (cfg.out_dir / "images" / "world_heldout_prompts.txt").write_text(
+                    "\n".join(prompts[:16]) + "\n"
+                )
+    results["t2i_prompt_following_heldout"] = per_setting
+    # Reference: the same distance between two independent sets of renders.
+    rendered_b = np.stack([np.asarray(render(s, 20_000 + i)) for i, s in enumerate(scenes)])
+    with torch.no_grad():
+        results["frechet_clip_distance_render_vs_render"] = frechet_distance(
+            clip.encode_images(rendered_b).numpy(), e_ren
+        )
+    if "diversity" not in cfg.skip:
+        results["diversity_same_prompt_mean_clip_distance"] = diversity(cfg, pipe, clip, scenes)
+
+
+def diversity(cfg: EvaluateConfig, pipe, clip, scenes: list[Scene]) -> dict[str, float]:
+    """Same prompt, 8 seeds: mean pairwise CLIP distance, generated vs rendered."""
+    gen_div, ren_div = [], []
+    for k, s in enumerate(scenes[:24]):
+        imgs = generate(
+            pipe, [s.caption()] * 8, list(range(100, 108)), cfg.steps[0], cfg.guidance_scales[0]
+        )
+        rens = np.stack([np.asarray(render(s, 30_000 + 8 * k + j)) for j in range(8)])
+        for arr, acc in ((imgs, gen_div), (rens, ren_div)):
+            with torch.no_grad():
+                e = clip.encode_images(arr)
+            sim = e @ e.T
+            acc.append(float((1 - sim[~torch.eye(8, dtype=torch.bool)]).mean()))
+        if k < 4:
+            save_grid(
+                np.concatenate([rens, imgs]),
+                cfg.out_dir / "images" / f"world_diversity_{k}.png",
+                cols=8,
+            )
+    return {"generated": float(np.mean(gen_div)), "rendered": float(np.mean(ren_div))}
+
+
+def sampling_speed(cfg: EvaluateConfig, pipes: dict[str, object]) -> dict[str, float]:
+    """Images/s at batch 16 for each pipeline, timed in alternation so load hits all alike."""
+    prompts = [s.caption() for s in sample_scenes(16, seed=cfg.seed + 2, split="heldout")]
+    steps, g = cfg.steps[0], cfg.guidance_scales[0]
+    elapsed = dict.fromkeys(pipes, 0.0)
+    for pipe in pipes.values():
+        generate(pipe, prompts, list(range(16)), steps, g, batch=16)  # warm-up
+    reps = 3
+    for r in range(reps):
+        for name, pipe in pipes.items():
+            start = time.perf_counter()
+            generate(pipe, prompts, list(range(16 * (r + 1), 16 * (r + 2))), steps, g, batch=16)
+            elapsed[name] += time.perf_counter() - start
+    return {name: 16 * reps / t for name, t in elapsed.items()}
+
+
 def main(cfg: EvaluateConfig) -> dict[str, object]:
     torch.set_num_threads(cfg.threads)
-    renderer_showcase(cfg.images_dir / "world_modifiers.png")
     results: dict[str, object] = {
         "command": "diffenvs world evaluate",
         "config": {
+            "pipeline": cfg.pipeline,
             "n_rendered": cfg.n_rendered,
             "n_prompts": cfg.n_prompts,
-            "steps": cfg.steps,
+            "steps": list(cfg.steps),
             "guidance_scales": list(cfg.guidance_scales),
             "seed": cfg.seed,
         },
     }
+    renderer_showcase(cfg.out_dir / "images" / "world_modifiers.png")
     held = make_dataset(cfg.n_rendered, seed=cfg.seed, split="heldout")
     held_scenes = sample_scenes(cfg.n_rendered, seed=cfg.seed, split="heldout")
-    oracle = load_oracle()
-    if "oracle" not in cfg.skip:
-        results["oracle_accuracy_rendered_heldout"] = _accuracy(
-            oracle.predict(held.images), held.labels
+    readers = _readers(cfg, results)
+    for name, reader in readers.items():
+        if name not in cfg.skip:
+            results[f"{name}_accuracy_rendered_heldout"] = _accuracy(
+                reader.predict(held.images), held.labels
+            )
+    pipe = load_pipeline(cfg.pipeline)
+    if "vae" not in cfg.skip:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(cfg.vae).eval() if cfg.vae else pipe.vae
+        n = min(1_000, cfg.n_rendered)
+        results["vae_reconstruction"] = vae_reconstruction(
+            vae, held.images[:n], held.labels[:n], readers
         )
-    clip = load_clip()
+    clip = load_clip(cfg.clip)
     if "clip" not in cfg.skip:
         n = min(500, cfg.n_rendered)
         results["clip_rendered_heldout"] = evaluate_clip(clip, held_scenes[:n], held.images[:n])
     if "t2i" not in cfg.skip:
-        pipe = load_pipeline()
-        scenes = sample_scenes(cfg.n_prompts, seed=cfg.seed + 1, split="heldout")
-        prompts = [s.caption() for s in scenes]
-        seeds = list(range(cfg.n_prompts))
-        rendered = np.stack([np.asarray(render(s, 10_000 + i)) for i, s in enumerate(scenes)])
-        per_guidance = {}
-        for g in cfg.guidance_scales:
-            images = generate(pipe, prompts, seeds, cfg.steps, g)
-            metrics: dict[str, object] = prompt_following(oracle, scenes, images)
-            with torch.no_grad():
-                e_gen = clip.encode_images(images).numpy()
-                e_ren = clip.encode_images(rendered).numpy()
-            metrics["frechet_clip_distance_to_renders"] = frechet_distance(e_gen, e_ren)
-            per_guidance[str(g)] = metrics
-            if g == cfg.guidance_scales[0]:
-                save_grid(
-                    np.concatenate([rendered[:16], images[:16]]),
-                    cfg.images_dir / "world_heldout_render_vs_generated.png",
-                    cols=16,
-                )
-                (cfg.images_dir / "world_heldout_prompts.txt").write_text(
-                    "\n".join(prompts[:16]) + "\n"
-                )
-        results["t2i_prompt_following_heldout"] = per_guidance
-        # Reference: the same distance between two independent sets of renders.
-        rendered_b = np.stack([np.asarray(render(s, 20_000 + i)) for i, s in enumerate(scenes)])
-        with torch.no_grad():
-            results["frechet_clip_distance_render_vs_render"] = frechet_distance(
-                clip.encode_images(rendered_b).numpy(), clip.encode_images(rendered).numpy()
-            )
-        # Diversity: same prompt, 8 seeds — mean pairwise CLIP distance, generated vs rendered.
-        div_scenes = scenes[:24]
-        gen_div, ren_div = [], []
-        for k, s in enumerate(div_scenes):
-            imgs = generate(
-                pipe, [s.caption()] * 8, list(range(100, 108)), cfg.steps, cfg.guidance_scales[0]
-            )
-            rens = np.stack([np.asarray(render(s, 30_000 + 8 * k + j)) for j in range(8)])
-            for arr, acc in ((imgs, gen_div), (rens, ren_div)):
-                with torch.no_grad():
-                    e = clip.encode_images(arr)
-                sim = e @ e.T
-                acc.append(float((1 - sim[~torch.eye(8, dtype=torch.bool)]).mean()))
-            if k < 4:
-                save_grid(
-                    np.concatenate([rens, imgs]),
-                    cfg.images_dir / f"world_diversity_{k}.png",
-                    cols=8,
-                )
-        results["diversity_same_prompt_mean_clip_distance"] = {
-            "generated": float(np.mean(gen_div)),
-            "rendered": float(np.mean(ren_div)),
-        }
+        text_to_image(cfg, pipe, clip, readers, results)
     if "speed" not in cfg.skip:
-        pipe = load_pipeline()
-        prompts = [s.caption() for s in sample_scenes(16, seed=cfg.seed + 2, split="heldout")]
-        generate(
-            pipe, prompts, list(range(16)), cfg.steps, cfg.guidance_scales[0], batch=16
-        )  # warm-up
-        start = time.perf_counter()
-        reps = 3
-        for r in range(reps):
-            generate(
-                pipe,
-                prompts,
-                list(range(16 * (r + 1), 16 * (r + 2))),
-                cfg.steps,
-                cfg.guidance_scales[0],
-                batch=16,
-            )
-        elapsed = time.perf_counter() - start
-        results["sampling_images_per_second_batch16_ddim20"] = 16 * reps / elapsed
-        results["sampling_threads"] = torch.get_num_threads()
-    write_json(cfg.out, results)
-    write_metrics_page(results, cfg.out.with_suffix(".md"))
+        pipes = {cfg.pipeline: pipe}
+        if cfg.compare_speed_with:
+            pipes[cfg.compare_speed_with] = load_pipeline(cfg.compare_speed_with)
+        results["sampling_images_per_second"] = sampling_speed(cfg, pipes)
+        results["sampling_setting"] = (
+            f"batch 16, {cfg.steps[0]} DDIM steps, guidance {cfg.guidance_scales[0]}, "
+            f"{torch.get_num_threads()} CPU thread(s)"
+        )
+    write_json(cfg.out_dir / "world_metrics.json", results)
+    write_metrics_page(results, cfg.out_dir / "world_metrics.md")
+    if cfg.update_docs:
+        copy_to_docs(cfg.out_dir)
     print(json.dumps(results, indent=2))
+    print(f"\nwrote {cfg.out_dir / 'world_metrics.md'} (and .json, images/)")
     return results
 
 
-def _pct(x: object) -> str:
-    return f"{100 * float(x):.1f} %"  # type: ignore[arg-type]
+def copy_to_docs(out_dir: Path, docs: Path = Path("docs")) -> None:
+    """Refresh the docs' copies of the metrics and the figures the world pages show."""
+    import shutil
 
-
-# The foundation issue's acceptance bars: (label, path into the results, minimum).
-BARS: list[tuple[str, tuple[str, ...], float]] = [
-    *[
-        (f"oracle {a} (rendered)", ("oracle_accuracy_rendered_heldout", a), 0.97)
-        for a in ATTRIBUTES
-    ],
-    *[
-        (f"CLIP zero-shot {a}", ("clip_rendered_heldout", "zero_shot_accuracy", a), 0.90)
-        for a in ATTRIBUTES
-    ],
-    (
-        "CLIP true vs one-changed caption",
-        ("clip_rendered_heldout", "true_vs_one_attribute_changed"),
-        0.90,
-    ),
-    *[(f"T2I {a}", ("t2i", a), 0.85) for a in ("shape", "colour", "scene")],
-    ("T2I count", ("t2i", "count"), 0.70),
-    ("T2I modifier presence", ("t2i", "modifier_presence"), 0.70),
-]
-
-
-def bar_rows(results: dict) -> list[tuple[str, float, float]]:
-    """(label, measured, bar) for every acceptance bar whose measurement is in ``results``."""
-    rows = []
-    for label, keys, bar in BARS:
-        node: object = results
-        if keys[0] == "t2i":
-            per = results.get("t2i_prompt_following_heldout", {})
-            node, keys = per.get(next(iter(per), ""), {}), keys[1:]
-        for k in keys:
-            node = node.get(k) if isinstance(node, dict) else None
-        if isinstance(node, int | float):
-            rows.append((label, float(node), bar))
-    return rows
-
-
-def write_metrics_page(results: dict, path: Path) -> None:
-    """Render the metrics JSON as the markdown page docs/world_metrics.md."""
-    lines = [
-        "# World metrics",
-        "",
-        "Written by `diffenvs world evaluate` (do not edit by hand). Configuration: "
-        f"`{json.dumps(results['config'])}`.",
-        "",
-    ]
-    rows = bar_rows(results)
-    if rows:
-        met = sum(v >= b for _, v, b in rows)
-        lines += [
-            "## Against the foundation issue's bars",
-            "",
-            f"{met} of {len(rows)} bars met (T2I at the first guidance scale).",
-            "",
-            "| measurement | measured | bar | met |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {n} | {_pct(v)} | ≥ {_pct(b)} | {'yes' if v >= b else '**no**'} |"
-            for n, v, b in rows
-        ]
-        lines.append("")
-    if "oracle_accuracy_rendered_heldout" in results:
-        acc = results["oracle_accuracy_rendered_heldout"]
-        lines += [
-            "## Oracle accuracy on held-out rendered images",
-            "",
-            "| attribute | accuracy |",
-            "|---|---|",
-        ]
-        lines += [f"| {a} | {_pct(v)} |" for a, v in acc.items()] + [""]
-    if "clip_rendered_heldout" in results:
-        c = results["clip_rendered_heldout"]
-        lines += [
-            "## CLIP on held-out rendered images",
-            "",
-            "| attribute | zero-shot accuracy |",
-            "|---|---|",
-        ]
-        lines += [f"| {a} | {_pct(v)} |" for a, v in c["zero_shot_accuracy"].items()]
-        lines += [
-            "",
-            f"True caption ranked above a caption with one attribute changed: **{_pct(c['true_vs_one_attribute_changed'])}** of pairs.",
-            "",
-        ]
-    if "t2i_prompt_following_heldout" in results:
-        per = results["t2i_prompt_following_heldout"]
-        gs = list(per)
-        lines += ["## Text-to-image: oracle accuracy of generated images on held-out prompts", ""]
-        lines += [
-            "| metric | " + " | ".join(f"guidance {g}" for g in gs) + " |",
-            "|---|" + "---|" * len(gs),
-        ]
-        for key in per[gs[0]]:
-            vals = [per[g][key] for g in gs]
-            fmt = (lambda v: f"{v:.2f}") if "distance" in key else _pct
-            lines.append(f"| {key} | " + " | ".join(fmt(v) for v in vals) + " |")
-        lines.append("")
-        if "frechet_clip_distance_render_vs_render" in results:
-            lines.append(
-                f"Reference Fréchet CLIP distance between two independent sets of renders of the same prompts: {results['frechet_clip_distance_render_vs_render']:.2f}."
-            )
-        if "diversity_same_prompt_mean_clip_distance" in results:
-            d = results["diversity_same_prompt_mean_clip_distance"]
-            lines.append(
-                f"Diversity (mean pairwise CLIP distance between 8 seeds of one prompt): generated {d['generated']:.3f}, rendered {d['rendered']:.3f}."
-            )
-        lines.append("")
-    if "sampling_images_per_second_batch16_ddim20" in results:
-        lines += [
-            "## Speed",
-            "",
-            f"Sampling: **{results['sampling_images_per_second_batch16_ddim20']:.1f} images/s** at batch 16, 20 DDIM steps, classifier-free guidance, {results['sampling_threads']} CPU threads.",
-            "",
-        ]
-    from diffenvs.io import atomic_write_bytes
-
-    atomic_write_bytes(path, "\n".join(lines).encode())
+    for name in ("world_metrics.json", "world_metrics.md"):
+        shutil.copyfile(out_dir / name, docs / name)
+    for image in (out_dir / "images").iterdir():
+        shutil.copyfile(image, docs / "images" / image.name)

@@ -48,8 +48,16 @@ def make_text_encoder(vocab_size: int, bos_id: int, eos_id: int) -> CLIPTextMode
     return CLIPTextModel(config)
 
 
-def make_unet() -> UNet2DConditionModel:
+def make_unet(arch: str = "v1") -> UNet2DConditionModel:
+    """The world's UNet. 'v2' adds a pooled-text embedding to the time embedding (a standard
+    ``addition_embed_type="text"`` UNet option), so every ResNet block sees the prompt."""
+    if arch not in ("v1", "v2"):
+        raise ValueError(f"Unknown UNet architecture {arch!r}; use 'v1' or 'v2'.")
+    extra = (
+        {"addition_embed_type": "text", "addition_embed_type_num_heads": 4} if arch == "v2" else {}
+    )
     return UNet2DConditionModel(
+        **extra,
         sample_size=LATENT_SIZE,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,

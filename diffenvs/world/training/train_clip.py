@@ -8,6 +8,7 @@ teaches the fine-grained distinctions (count, modifiers) that plain in-batch neg
 
 from __future__ import annotations
 
+import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,12 @@ def main(cfg: Config) -> None:
         opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05
     )
     rng = np.random.default_rng(cfg.seed)
-    bar = tqdm(range(cfg.steps), desc="clip")
+    bar = tqdm(range(cfg.steps), desc="clip", mininterval=10)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    log_file = (cfg.out / "progress.csv").open("w", newline="")
+    log = csv.writer(log_file)
+    log.writerow(["step", "loss", "minutes"])
+    running = 0.0
     for step in bar:
         idx = rng.integers(0, len(train), cfg.batch_size)
         images = normalise(as_image_tensor(train.images[idx]))
@@ -132,8 +138,13 @@ def main(cfg: Config) -> None:
         loss.backward()
         opt.step()
         sched.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        running += loss.item()
+        if (step + 1) % 50 == 0:
+            log.writerow([step + 1, round(running / 50, 4), round((time.time() - start) / 60, 2)])
+            log_file.flush()
+            bar.set_postfix(loss=f"{running / 50:.3f}")
+            running = 0.0
+    log_file.close()
     save_tensors(model.state_dict(), cfg.out / "open_clip_model.safetensors")
     print(f"minutes={(time.time() - start) / 60:.1f}")
 

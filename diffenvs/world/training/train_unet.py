@@ -11,6 +11,7 @@ what gets saved. Writes a complete Stable-Diffusion-layout folder (`model_index.
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import os
 import shutil
@@ -54,6 +55,13 @@ class Config:
     init_from: Path | None = None
     """Start from the UNet and text encoder of this pipeline folder (e.g. ``out`` itself, to train
     longer) instead of from random weights. The tokenizer and VAE must be the world's."""
+    vae: Path | None = None
+    """The AutoencoderKL folder whose latents to train on (default: ``out/vae``). A new encoder
+    means a new latent space, so a UNet trained on another VAE cannot be continued on this one."""
+    arch: str = "v1"
+    """UNet architecture from scratch: 'v1' (cross-attention at 8×8 and 4×4) or 'v2' (also a
+    pooled-text embedding added to the time embedding, so every ResNet block, including those at
+    the latent resolution, sees the whole prompt: position words can act where objects are drawn)."""
 
 
 @torch.no_grad()
@@ -103,11 +111,12 @@ def main(cfg: Config) -> None:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     start = time.time()
-    vae = AutoencoderKL.from_pretrained(cfg.out / "vae").eval()
+    vae_dir = cfg.vae if cfg.vae is not None else cfg.out / "vae"
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
     vae.requires_grad_(False)
     train = make_dataset(cfg.train_size, seed=cfg.seed + 1, split="train")
     vae_digest = hashlib.sha256(
-        (cfg.out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+        (vae_dir / "diffusion_pytorch_model.safetensors").read_bytes()
     ).hexdigest()[:12]
     latent_file = cache_dir() / f"latents_{cfg.train_size}_{cfg.seed}_{vae_digest}.pt"
     if latent_file.exists():
@@ -123,7 +132,7 @@ def main(cfg: Config) -> None:
         text_encoder = make_text_encoder(
             len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id
         )
-        unet = make_unet()
+        unet = make_unet(cfg.arch)
     else:
         text_encoder = CLIPTextModel.from_pretrained(cfg.init_from / "text_encoder")
         unet = UNet2DConditionModel.from_pretrained(cfg.init_from / "unet")
@@ -141,7 +150,11 @@ def main(cfg: Config) -> None:
 
     rng = np.random.default_rng(cfg.seed)
     last = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
-    bar = tqdm(range(1, last + 1), desc="unet")
+    bar = tqdm(range(1, last + 1), desc="unet", mininterval=10)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    log_file = (cfg.out.parent / f"{cfg.out.name}_progress.csv").open("a", newline="")
+    log = csv.writer(log_file)
+    running = 0.0
     for step in bar:
         idx = rng.integers(0, len(train), cfg.batch_size)
         z0 = (means[idx] + stds[idx] * torch.randn_like(stds[idx])) * scale
@@ -166,13 +179,18 @@ def main(cfg: Config) -> None:
             for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
                 for pe, pl in zip(ema.parameters(), live.parameters(), strict=True):
                     pe.lerp_(pl, 1 - decay)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        running += loss.item()
+        if step % 50 == 0:
+            log.writerow([step, round(running / 50, 5), round((time.time() - start) / 60, 2)])
+            log_file.flush()
+            bar.set_postfix(loss=f"{running / 50:.4f}")
+            running = 0.0
         if step % cfg.save_every == 0 or step == last:
             save_pipeline(cfg.out, vae, ema_text, tokenizer, ema_unet)
             (cfg.out.parent / "t2i_progress.txt").write_text(
                 f"steps={step} minutes={(time.time() - start) / 60:.1f} loss={loss.item():.4f}\n"
             )
+    log_file.close()
     print(f"minutes={(time.time() - start) / 60:.1f}")
 
 

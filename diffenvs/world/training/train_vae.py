@@ -32,8 +32,8 @@ import tyro
 from diffusers import AutoencoderKL
 from tqdm import tqdm
 
-from diffenvs.world.attributes import ATTRIBUTES
 from diffenvs.world.data import make_dataset
+from diffenvs.world.evaluate import vae_reconstruction
 from diffenvs.world.oracle import AttributeOracle, as_image_tensor, read_oracle
 from diffenvs.world.paths import WEIGHTS_DIR
 from diffenvs.world.t2i import make_vae
@@ -78,24 +78,6 @@ def perceptual_distance(
     return sum(
         (a - b).pow(2).mean() for a, b in zip(oracle_features(oracle, recon), target, strict=True)
     )
-
-
-@torch.no_grad()
-def reconstruction_report(
-    vae: AutoencoderKL, oracle: AttributeOracle, images: np.ndarray, labels: np.ndarray
-) -> dict[str, float]:
-    """PSNR and the oracle's accuracy per attribute on reconstructions (posterior means)."""
-    recons, sq_err = [], 0.0
-    for i in range(0, len(images), 128):
-        x = as_image_tensor(images[i : i + 128]) * 2 - 1
-        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-        sq_err += (recon - x).pow(2).sum().item()
-        recons.append((recon + 1) / 2)
-    pred = oracle.predict(torch.cat(recons))
-    report = {"psnr_db": float(10 * np.log10(4.0 / (sq_err / images[..., 0].size / 3)))}
-    for j, attr in enumerate(ATTRIBUTES):
-        report[attr] = float((pred[attr] == labels[:, j]).mean())
-    return report
 
 
 def save_vae_atomically(vae: AutoencoderKL, out: Path) -> None:
@@ -170,8 +152,8 @@ def main(cfg: Config) -> dict[str, float]:
         # Unit-variance latents, as SD's scaling factor gives.
         vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     save_vae_atomically(vae, cfg.out)
-    report = reconstruction_report(
-        vae, oracle, val.images[: cfg.eval_size], val.labels[: cfg.eval_size]
+    report = vae_reconstruction(
+        vae, val.images[: cfg.eval_size], val.labels[: cfg.eval_size], {"oracle": oracle}
     )
     report["minutes"] = round((time.time() - start) / 60, 1)
     report["steps"] = cfg.steps
