@@ -80,9 +80,16 @@ def perceptual_distance(
     )
 
 
-def save_vae_atomically(vae: AutoencoderKL, out: Path) -> None:
+def save_vae_atomically(vae: AutoencoderKL, out: Path, images: np.ndarray) -> None:
+    """Set the scaling factor from ``images`` and swap the saved folder in atomically, so every
+    checkpoint (not only a finished leg's) is a complete VAE that a UNet can train on."""
     from diffenvs.world.training.train_unet import save_folder_atomically
 
+    vae.eval()
+    with torch.no_grad():
+        latents = vae.encode(as_image_tensor(images) * 2 - 1).latent_dist.mean
+    # Unit-variance latents, as SD's scaling factor gives.
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     save_folder_atomically(out, lambda tmp: vae.save_pretrained(tmp, safe_serialization=True))
 
 
@@ -142,16 +149,9 @@ def main(cfg: Config) -> dict[str, float]:
             log_file.flush()
             bar.set_postfix(loss=f"{mean[0]:.4f}", perc=f"{mean[2]:.4f}")
         if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            vae.eval()
-            save_vae_atomically(vae, cfg.out)
+            save_vae_atomically(vae, cfg.out, val.images[:512])
     log_file.close()
-    vae.eval()
-    with torch.no_grad():
-        x = as_image_tensor(val.images[:512]) * 2 - 1
-        latents = vae.encode(x).latent_dist.mean
-        # Unit-variance latents, as SD's scaling factor gives.
-        vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-    save_vae_atomically(vae, cfg.out)
+    save_vae_atomically(vae, cfg.out, val.images[:512])
     report = vae_reconstruction(
         vae, val.images[: cfg.eval_size], val.labels[: cfg.eval_size], {"oracle": oracle}
     )
