@@ -239,6 +239,9 @@ def test_world_text_to_image_model_few_steps() -> None:
     frame = env.render()
     assert frame.dtype == np.uint8 and frame.ndim == 3
     generated = env.cache_size
+    with pytest.raises(RuntimeError, match="reset"):  # the episode is over
+        env.step(1)
+    env.reset(options={"start": (1, 2, 2)})
     env.step(1)
     env.step(0)  # back and forth over cached states: nothing new is generated
     assert env.cache_size == generated

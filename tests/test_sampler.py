@@ -177,3 +177,120 @@ def test_guidance_off_is_one_conditional_pass() -> None:
         want = pipe.unet(x, sampler.timesteps[1], emb).sample
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert replace(sampler, guidance_scale=7.0).guidance_scale == 7.0  # a modified copy is fine
+
+
+# --------------------------------------------------------------------------------------------
+# When the env runs the base model (issue 20): count the UNet forwards per step.
+
+
+class _Counter:
+    """Counts forward calls of a module (one guided pass = one call, both CFG halves batched)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls = 0
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, *_: object) -> None:
+        self.calls += 1
+
+
+def _count_base_passes(pipe, base_step: str, action_mode: str = "latent", kl_coef: float = 0.0):
+    """(base UNet calls at reset, calls per step, the step infos) over one 3-step episode."""
+    envs = gym.make_vec(
+        "DiffusionDenoise-v0",
+        num_envs=2,
+        model=pipe,
+        prompts=PROMPTS,
+        num_steps=3,
+        action_mode=action_mode,
+        reward="zero",
+        kl_coef=kl_coef,
+        base_step=base_step,
+    )
+    counter = _Counter(envs.unwrapped.sampler.unet)
+    obs, reset_info = envs.reset(seed=0)
+    at_reset, per_step, infos = counter.calls, [], [reset_info]
+    for _ in range(3):
+        before = counter.calls
+        if kl_coef > 0:
+            envs.unwrapped.set_policy_log_prob(np.zeros(2))
+        action = obs["latent"] * 0.9 if action_mode == "latent" else np.zeros_like(obs["latent"])
+        obs, _, _, _, info = envs.step(action)
+        per_step.append(counter.calls - before)
+        infos.append(info)
+    counter.handle.remove()
+    return at_reset, per_step, infos
+
+
+def test_latent_mode_without_kl_runs_no_base_pass() -> None:
+    pipe = tiny_pipeline()
+    # 'always' (the default): one guided base pass for the first action and after every
+    # non-final step, and the infos carry the base model's Gaussian and log-prob.
+    at_reset, per_step, infos = _count_base_passes(pipe, "always")
+    assert (at_reset, per_step) == (1, [1, 1, 0])
+    assert "next_mean" in infos[0] and {"mean", "log_prob"} <= set(infos[1])
+    # 'auto' with no KL penalty: the base model never runs; σ_t (schedule-only) is still there.
+    at_reset, per_step, infos = _count_base_passes(pipe, "auto")
+    assert (at_reset, per_step) == (0, [0, 0, 0])
+    assert "next_mean" not in infos[0] and "next_std" in infos[0]
+    assert not {"mean", "log_prob"} & set(infos[1]) and "std" in infos[1]
+    assert "terminal_reward" in infos[3]
+    # 'auto' with a KL penalty, and noise mode: the env needs the base step, so it runs.
+    assert _count_base_passes(pipe, "auto", kl_coef=0.1)[1] == [1, 1, 0]
+    assert _count_base_passes(pipe, "auto", action_mode="noise")[1] == [1, 1, 0]
+
+
+def test_lazy_base_step_still_renders_and_reports_the_same_std() -> None:
+    pipe = tiny_pipeline()
+    lazy = gym.make("DiffusionDenoise-v0", model=pipe, prompts=PROMPTS, num_steps=3,
+                    action_mode="latent", reward="zero", base_step="never",
+                    render_mode="rgb_array")  # fmt: skip
+    eager = gym.make("DiffusionDenoise-v0", model=pipe, prompts=PROMPTS, num_steps=3,
+                     action_mode="latent", reward="zero", render_mode="rgb_array")  # fmt: skip
+    obs_l, info_l = lazy.reset(seed=1)
+    obs_e, info_e = eager.reset(seed=1)
+    assert info_l["next_std"] == pytest.approx(info_e["next_std"])
+    counter = _Counter(lazy.unwrapped.sampler.unet)
+    # render() shows the base model's x_0 prediction: computed on demand, then cached.
+    assert np.array_equal(lazy.render(), eager.render())
+    lazy.render()
+    assert counter.calls == 1
+    _, _, _, _, step_l = lazy.step(obs_l["latent"])
+    _, _, _, _, step_e = eager.step(obs_e["latent"])
+    assert step_l["std"] == pytest.approx(step_e["std"])
+    assert step_l["next_std"] == pytest.approx(step_e["next_std"])
+    counter.handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"base_step": "sometimes"}, "Unknown base_step"),
+        ({"base_step": "never", "action_mode": "noise"}, "needs action_mode='latent'"),
+        ({"base_step": "never", "action_mode": "latent", "kl_coef": 0.1}, "KL penalty"),
+    ],
+)
+def test_base_step_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        gym.make("DiffusionDenoise-v0", model=tiny_pipeline(), **kwargs)
+
+
+def test_ppo_rollout_without_kl_costs_one_guided_pass_per_step() -> None:
+    from agents.ppo.rollout import run_episodes
+
+    pipe = tiny_pipeline()
+    counts = {}
+    for base_step in ("auto", "always"):
+        envs = gym.make_vec("DiffusionDenoise-v0", num_envs=2, model=pipe, prompts=PROMPTS,
+                            num_steps=3, action_mode="latent", reward="zero",
+                            base_step=base_step)  # fmt: skip
+        sampler = envs.unwrapped.sampler
+        policy = DiffusionActorCritic(build_policy_unet(sampler.unet, PPOConfig()), sampler)
+        base, own = _Counter(sampler.unet), _Counter(policy.unet)
+        out = run_episodes(policy, envs, PROMPTS, env_seed=0, noise_seed=1)
+        counts[base_step] = (base.calls, own.calls)
+        base.handle.remove()
+        own.handle.remove()
+        assert (out["base_log_probs"] is None) == (base_step == "auto")
+    assert counts["auto"] == (0, 3)  # the policy's own guided pass, nothing else
+    assert counts["always"] == (3, 3)  # plus the base model's at every step

@@ -2,6 +2,9 @@
 
 * :func:`evaluate`: terminal rewards (and oracle accuracy) on fixed held-out prompts, seeds and
   noise, so the evaluations before and after training see the same samples.
+* :func:`eval_summary`: the reward's mean and spread, and :func:`image_diversity` (how much the
+  images of different prompts differ); :func:`collapse_check` warns when fine-tuning has made
+  every prompt's image alike (mode collapse).
 * Plots: before/after image grids, reward histograms (Kristiansen & Vågen 2023, Figs 6.6 and
   6.10), reward/KL curves.
 """
@@ -108,15 +111,65 @@ def evaluate_base(
     return before
 
 
-def eval_summary(result: dict[str, np.ndarray]) -> dict[str, float]:
+def image_diversity(images: np.ndarray, prompts: Sequence[str] | None = None) -> float:
+    """Mean RMS pixel distance (pixels in [0, 1]) between images of different prompts.
+
+    With fewer than two distinct prompts (or none given) every pair of images counts. A model
+    that draws the same picture whatever the prompt scores near 0.
+    """
+    x = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    sq = (x**2).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0) / x.shape[1]
+    pairs = ~np.eye(len(x), dtype=bool)
+    if prompts is not None and len(set(prompts[: len(x)])) > 1:
+        p = np.asarray(list(prompts[: len(x)]), dtype=object)
+        pairs &= p[:, None] != p[None, :]
+    return float(np.sqrt(d2[pairs]).mean()) if pairs.any() else float("nan")
+
+
+def eval_summary(
+    result: dict[str, np.ndarray], prompts: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Reward mean and spread (std, 10th/90th percentiles, min, max), oracle accuracies and the
+    prompt-to-prompt :func:`image_diversity` of one evaluation."""
     r, acc = result["rewards"], result["accuracy"]
     out = {"reward_mean": float(r.mean()), "reward_std": float(r.std()), "n": float(len(r))}
+    p10, p90 = np.percentile(r, [10, 90])
+    out |= {"reward_p10": float(p10), "reward_p90": float(p90)}
+    out |= {"reward_min": float(r.min()), "reward_max": float(r.max())}
+    out["diversity"] = image_diversity(result["images"], prompts)
     if not np.isnan(acc).all():
         out["oracle_accuracy"] = float(np.nanmean(acc))
     for key, values in result.items():
         if key.startswith("acc_") and not np.isnan(values).all():
             out[f"oracle_{key[4:]}"] = float(np.nanmean(values))
     return out
+
+
+def collapse_check(
+    before: dict[str, float], after: dict[str, float], warn: bool = True, threshold: float = 0.5
+) -> dict[str, Any]:
+    """``diversity_ratio`` (after / before) and ``collapsed`` (ratio below ``threshold``).
+
+    With ``warn`` a collapse is announced loudly on stderr: the fine-tuned model's images no
+    longer differ between prompts as the base model's did, whatever the reward says.
+    """
+    ratio = after.get("diversity", float("nan")) / before.get("diversity", float("nan"))
+    collapsed = bool(np.isfinite(ratio) and ratio < threshold)
+    if collapsed and warn:
+        import sys
+        import warnings
+
+        message = (
+            f"MODE COLLAPSE: the fine-tuned model's images differ between prompts only "
+            f"{ratio:.0%} as much as the base model's (diversity {after['diversity']:.4f} vs "
+            f"{before['diversity']:.4f}, threshold {threshold:.0%}). Look at samples.png; lower "
+            "the learning rate, tighten clip_range or target_kl, or add a KL term."
+        )
+        bar = "!" * 78
+        print(f"\n{bar}\n{message}\n{bar}\n", file=sys.stderr)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return {"diversity_ratio": float(ratio), "collapsed": collapsed}
 
 
 def save_eval_report(

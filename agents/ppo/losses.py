@@ -6,13 +6,69 @@
 * :class:`FixedKLController` / :class:`AdaptiveKLController`: β, the weight of that penalty (the
   adaptive one is Ziegler et al.'s target-KL controller).
 
-The clipped PPO objective itself is written out in :func:`agents.ppo.update.ppo_update`.
+* :func:`step_log_ratio`, :func:`clipped_surrogate`, :func:`approx_kl`: PPO's ratio under the
+  chosen log-prob reduction, its clipped objective, and the k3 estimate of how far the policy moved.
+
+The minibatch loop that uses them is :func:`agents.ppo.update.ppo_update`.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
+
+# --------------------------------------------------------------------------------------------
+# PPO's ratio and clipped objective
+
+
+def step_log_ratio(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    reduction: Literal["mean", "sum"],
+    num_dims: int,
+) -> torch.Tensor:
+    """log π_θ(a|s) - log π_old(a|s) of a step, from log-probs summed over the latent's dims.
+
+    ``"sum"``: the log-ratio of the whole latent (a joint Gaussian over ``num_dims`` dims).
+    ``"mean"``: that divided by ``num_dims``, which is DDPO's formulation (log-probs averaged over
+    the latent's dimensions): exp of it is the geometric mean of the per-dimension ratios.
+    """
+    diff = log_prob - old_log_prob
+    if reduction == "mean":
+        return diff / num_dims
+    if reduction == "sum":
+        return diff
+    raise ValueError(f"logprob_reduction must be 'mean' or 'sum', got {reduction!r}.")
+
+
+def clipped_surrogate(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped loss per sample, the ratio, and where the clip acts.
+
+    Returns ``(terms, ratio, clipped)``: ``terms = max(-A r, -A clip(r, 1-ε, 1+ε))`` (minimise its
+    mean), and ``clipped`` (bool) marks samples whose clipped branch wins strictly, i.e. whose
+    policy gradient the clip removes. Far outside the trust region that is half of the samples
+    (those whose advantage pushes the ratio further out), so a clip fraction near 0.5 means the
+    ratio is no longer held near 1.
+    """
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped_term = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
+    return torch.maximum(unclipped, clipped_term), ratio, clipped_term > unclipped
+
+
+def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
+    """k3 estimate of KL(π_old || π_θ) from actions drawn by π_old: mean of (r - 1) - log r.
+
+    Unbiased and >= 0 (Schulman's estimator), in the units of the log-ratio's reduction: nats per
+    latent dimension under ``"mean"``, per step under ``"sum"``.
+    """
+    lr = log_ratio.double().clamp(max=80.0)
+    return (torch.expm1(lr) - lr).mean().to(log_ratio.dtype)
+
 
 # --------------------------------------------------------------------------------------------
 # Advantages

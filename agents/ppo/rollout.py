@@ -7,9 +7,12 @@
 * ``make_prompt_source`` is the env's own (:func:`diffenvs.envs.denoise_prompts.make_prompt_source`,
   which also reads the ``counts`` prompt sets), re-exported here.
 
-In latent mode the action is x_{t-1} itself: the policy samples it from its own Gaussian, and the
-env reports the frozen base model's Gaussian of the same step (``info["mean"]``, ``info["log_prob"]``),
-which gives the KL to the base model without a second UNet pass.
+In latent mode the action is x_{t-1} itself: the policy samples it from its own Gaussian. When
+the run needs the KL to the base model (a KL penalty, the KL loss, ``track_base_kl``) the env is
+made with ``base_step="always"`` and reports the frozen base model's Gaussian of the same step
+(``info["mean"]``, ``info["log_prob"]``); otherwise (``base_step="auto"``) the env runs no UNet
+and a rollout step costs the policy's own guided pass only. The buffer's base fields are then
+None.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ class RolloutBuffer:
     latents: torch.Tensor  # (B, T, C, h, w)
     next_latents: torch.Tensor  # (B, T, C, h, w)
     embeds: torch.Tensor  # (B, L, D) prompt conditioning, one per trajectory
-    log_probs: torch.Tensor  # (B, T)
-    base_log_probs: torch.Tensor  # (B, T)
+    log_probs: torch.Tensor  # (B, T), summed over the latent's dimensions
+    base_log_probs: torch.Tensor | None  # (B, T); None when the base model did not run
     rewards: torch.Tensor  # (B,) terminal rewards as the env reports them (raw)
     groups: torch.Tensor  # (B,) prompt-group id (trajectories of one prompt share it)
     prompts: list[str]
@@ -56,6 +59,11 @@ class RolloutBuffer:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.log_probs.shape)  # type: ignore[return-value]
+
+    @property
+    def has_base(self) -> bool:
+        """Whether the rollout ran the base model (so the KL to it is known)."""
+        return self.base_log_probs is not None
 
     def kl(self, estimator: str = "exact") -> torch.Tensor:
         """Per-step KL(policy || base), (B, T): closed form ("exact") or k3 (eq. 5.3, "k3").
@@ -69,6 +77,11 @@ class RolloutBuffer:
             return self.exact_kl
         if estimator not in ("exact", "k3"):
             raise ValueError(f"KL estimator must be 'exact' or 'k3', got {estimator!r}.")
+        if self.base_log_probs is None:
+            raise ValueError(
+                "This rollout has no base-model log-probs (the env skipped the base step because "
+                "no KL term needed it); set track_base_kl=True (or a KL term) to measure the KL."
+            )
         return k3_kl(self.log_probs, self.base_log_probs)
 
     def validate(self) -> None:
@@ -81,6 +94,8 @@ class RolloutBuffer:
             "groups": (b,),
         }
         for name, lead in expect.items():
+            if getattr(self, name) is None and name == "base_log_probs":
+                continue
             got = tuple(getattr(self, name).shape[: len(lead)])
             if got != lead:
                 raise ValueError(f"RolloutBuffer.{name} starts with shape {got}, expected {lead}.")
@@ -107,7 +122,11 @@ def run_episodes(
     noise_seed: int,
     autocast: Any = nullcontext,
 ) -> dict[str, Any]:
-    """One env batch of episodes with the policy acting; everything a rollout buffer needs."""
+    """One env batch of episodes with the policy acting; everything a rollout buffer needs.
+
+    The base model's fields (``base_log_probs``, ``exact_kl``, ``base_means``) are None when the
+    env does not report the base step (made with ``base_step="auto"`` in latent mode, no KL).
+    """
     device = next(model.unet.parameters()).device
     n, steps = envs.num_envs, envs.num_steps
     gen = torch.Generator().manual_seed(int(noise_seed))
@@ -129,10 +148,12 @@ def run_episodes(
         obs, _, terminated, _, info = envs.step(prev.cpu().numpy())
         latents.append(x.cpu())
         next_latents.append(prev.cpu())
-        base_log_probs.append(torch.as_tensor(info["log_prob"], dtype=torch.float32))
-        base_mean = torch.as_tensor(np.asarray(info["mean"]), dtype=torch.float32)
-        exact_kl.append(gaussian_kl(dist.mean.float().cpu(), base_mean, dist.std.float().cpu()))
-        base_means.append(base_mean)
+        if "mean" in info:
+            base_log_probs.append(torch.as_tensor(info["log_prob"], dtype=torch.float32))
+            base_mean = torch.as_tensor(np.asarray(info["mean"]), dtype=torch.float32)
+            mean, std = dist.mean.float().cpu(), dist.std.float().cpu()
+            exact_kl.append(gaussian_kl(mean, base_mean, std))
+            base_means.append(base_mean)
     if not terminated.all():
         raise RuntimeError("Episodes did not end after num_steps steps.")
     return {
@@ -140,9 +161,9 @@ def run_episodes(
         "next_latents": torch.stack(next_latents, 1),
         "embeds": embeds.cpu(),
         "log_probs": torch.stack(log_probs, 1),
-        "base_log_probs": torch.stack(base_log_probs, 1),
-        "exact_kl": torch.stack(exact_kl, 1),
-        "base_means": torch.stack(base_means, 1),
+        "base_log_probs": torch.stack(base_log_probs, 1) if base_log_probs else None,
+        "exact_kl": torch.stack(exact_kl, 1) if exact_kl else None,
+        "base_means": torch.stack(base_means, 1) if base_means else None,
         "values": torch.stack(values, 1) if values else None,
         "rewards": torch.as_tensor(info["terminal_reward"], dtype=torch.float32),
         "images": np.stack(list(info["image"])),
@@ -170,8 +191,11 @@ def collect_rollout(
         parts.append(run_episodes(model, envs, batch_prompts, seeds[0], seeds[1], autocast))
         prompts += batch_prompts
         groups += [j * per_batch + i // cfg.samples_per_prompt for i in range(envs.num_envs)]
-    cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if k not in ("values", "images")}
-    values = torch.cat([p["values"] for p in parts]) if parts[0]["values"] is not None else None
-    buffer = RolloutBuffer(**cat, groups=torch.tensor(groups), prompts=prompts, values=values)  # type: ignore[arg-type]
+    cat = {
+        k: None if parts[0][k] is None else torch.cat([p[k] for p in parts])
+        for k in parts[0]
+        if k != "images"
+    }
+    buffer = RolloutBuffer(**cat, groups=torch.tensor(groups), prompts=prompts)  # type: ignore[arg-type]
     buffer.validate()
     return buffer

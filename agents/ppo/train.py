@@ -36,8 +36,9 @@ import tyro
 
 from agents.common.cli_args import options_in_argv
 from agents.ppo.checkpoint import load_checkpoint, save_checkpoint
-from agents.ppo.config import PPOConfig, resolve_config
+from agents.ppo.config import PPOConfig, needs_base_model, resolve_config
 from agents.ppo.evaluate import (
+    collapse_check,
     eval_summary,
     evaluate,
     evaluate_base,
@@ -63,6 +64,7 @@ class _RunLog:
     def __init__(self, run_dir: Path, cfg: PPOConfig, active: bool) -> None:
         self.run_dir, self.active = run_dir, active and cfg.save
         self.writer, self.file, self.rows = None, None, None
+        self.inner_file, self.inner_rows = None, None
         if self.active:
             from diffenvs.io import write_json
 
@@ -91,11 +93,29 @@ class _RunLog:
         self.rows.writerow(row)
         self.file.flush()
 
+    def write_inner(self, update: int, inner: list[dict[str, float]]) -> None:
+        """One ``inner_steps.csv`` row per optimiser step: approx KL, clip fraction, max ratio."""
+        if not self.active or not inner:
+            return
+        if self.inner_file is None:
+            path = self.run_dir / "inner_steps.csv"
+            new = not path.exists()
+            self.inner_file = open(path, "a", newline="")  # noqa: SIM115
+            names = ["update", "inner_step", *inner[0]]
+            self.inner_rows = csv.DictWriter(self.inner_file, fieldnames=names)
+            if new:
+                self.inner_rows.writeheader()
+        for j, row in enumerate(inner):
+            self.inner_rows.writerow({"update": update, "inner_step": j + 1, **row})
+        self.inner_file.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
         if self.file is not None:
             self.file.close()
+        if self.inner_file is not None:
+            self.inner_file.close()
 
 
 def train(cfg: PPOConfig) -> dict[str, Any]:
@@ -131,6 +151,9 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         reward=cfg.reward,
         action_mode="latent",
         kl_coef=0.0,  # the agent applies the KL penalty itself, with its (adaptive) β
+        # The frozen base model runs only when a KL term (or KL logging) needs it: otherwise a
+        # rollout step costs one guided UNet pass, the policy's.
+        base_step="always" if needs_base_model(cfg) else "auto",
         device=accelerator.device,
     )
     # The base sampler (schedule, guidance, the frozen UNet) is all the policy needs of the env.
@@ -194,18 +217,25 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         # an uninterrupted one exactly.
         rng = np.random.default_rng([cfg.seed, rank, update])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        t_roll = time.perf_counter()
         buffer = collect_rollout(policy, envs, train_prompts, cfg, rng, accelerator.autocast)
+        t_train = time.perf_counter()
         beta = controller.beta
-        kl = buffer.kl(cfg.kl_estimator).float()
+        # Without the base model's step (no KL term) the KL is unknown: NaN in the log, and the
+        # penalty (β = 0 then) gets zeros.
+        kl = buffer.kl(cfg.kl_estimator).float() if buffer.has_base else torch.zeros(buffer.shape)
         terminal = (buffer.rewards - mu) / sigma
         advantages, returns = compute_advantages(terminal, kl, beta, buffer, cfg)
         stats = ppo_update(
             model, optimizer, scheduler, buffer, advantages, returns, cfg, accelerator, gen
         )
+        timing = {"rollout_s": t_train - t_roll, "train_s": time.perf_counter() - t_train}
 
+        kl_image = kl.sum(1).mean() if buffer.has_base else torch.tensor(float("nan"))
         local = torch.tensor(
-            [buffer.rewards.mean(), kl.sum(1).mean(), terminal.mean()], device=accelerator.device
+            [buffer.rewards.mean(), kl_image, terminal.mean()], device=accelerator.device
         )
+        inner = stats.pop("inner")
         reward_mean, kl_mean, norm_mean = accelerator.reduce(local, "mean").tolist()
         n_traj = buffer.shape[0] * accelerator.num_processes
         row = {
@@ -216,6 +246,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
             "beta": beta,
             "lr": scheduler.get_last_lr()[0],
             "time_s": time.perf_counter() - t0,
+            **timing,
             **stats,
         }
         controller.update(kl_mean, n_traj)
@@ -223,6 +254,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         if main_proc:
             bar.set_postfix(reward=f"{reward_mean:.3f}", kl=f"{kl_mean:.3g}")
         log.write(row)
+        log.write_inner(update + 1, inner)
         done = update + 1
         stopped = cfg.stop_after_updates is not None and done >= cfg.stop_after_updates
         if cfg.save and (done % cfg.save_every == 0 or done == cfg.num_updates or stopped):
@@ -243,9 +275,13 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     }
     if before is not None and not result["stopped"]:
         after = evaluate(policy, envs, eval_prompts, cfg.eval_seed, accelerator, oracle)
-        summary = {"before": eval_summary(before), "after": eval_summary(after)}
+        summary = {
+            "before": eval_summary(before, eval_prompts),
+            "after": eval_summary(after, eval_prompts),
+        }
         summary["train_time_s"] = time.perf_counter() - t0
         summary["updates"] = len(history)
+        summary |= collapse_check(summary["before"], summary["after"], warn=main_proc)
         result["eval"] = summary
         result["eval_results"] = {"before": before, "after": after}
         if main_proc and cfg.save:

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.ppo.losses import gae_advantages, per_prompt_advantages, returns_to_go
+from agents.ppo.losses import (
+    approx_kl,
+    clipped_surrogate,
+    gae_advantages,
+    per_prompt_advantages,
+    returns_to_go,
+    step_log_ratio,
+)
 from agents.ppo.policy import DiffusionActorCritic
 from agents.ppo.rollout import RolloutBuffer
 
@@ -118,8 +125,14 @@ def ppo_update(
     cfg: PPOConfig,
     accelerator: Any,
     gen: torch.Generator,
-) -> dict[str, float]:
-    """``num_epochs`` passes of clipped-PPO minibatch SGD over the buffer's (subsampled) steps."""
+) -> dict[str, Any]:
+    """``num_epochs`` passes of clipped-PPO minibatch SGD over the buffer's (subsampled) steps.
+
+    Returns the update's means (``pg_loss``, ``approx_kl``, ``clipfrac``, ...), the largest
+    per-optimiser-step ``approx_kl_max``/``clipfrac_max``, ``inner_steps`` (optimiser steps
+    taken), ``early_stop`` (1.0 when ``target_kl`` cut the update short) and ``inner``: one dict
+    per optimiser step (epoch, approx_kl, clipfrac, ratio_max) for the per-step log.
+    """
     b, t = buffer.shape
     device = accelerator.device
     n_sub = max(1, math.ceil(cfg.timestep_fraction * t))
@@ -136,17 +149,23 @@ def ppo_update(
             f"pg_min_std={cfg.pg_min_std} excludes every step (the largest σ_t is "
             f"{float(step_std.max()):.3f}); lower it."
         )
-    keys = ("pg_loss", "v_loss", "kl_loss", "approx_kl", "clipfrac")
-    stats: dict[str, list[float]] = {k: [] for k in keys}
+    num_dims = math.prod(buffer.latents.shape[2:])
+    # The KL loss takes the log-prob's reduction, so kl_loss_coef weighs it against the policy
+    # gradient the same way under 'mean' and 'sum'.
+    kl_scale = 1.0 / num_dims if cfg.logprob_reduction == "mean" else 1.0
+    stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "kl_loss")}
     direct_kl = cfg.kl_loss_coef > 0
     if direct_kl and buffer.base_means is None:
         raise ValueError(
             "kl_loss_coef > 0 needs the base model's step means (RolloutBuffer.base_means), which "
             "this buffer lacks: build it with collect_rollout, or set kl_loss_coef=0."
         )
+    inner: list[dict[str, float]] = []
+    window: dict[str, list[torch.Tensor]] = {"log_ratio": [], "clipped": []}
     ratio_dev: list[float] = []
+    stop = False
     total = len(rows)
-    for _epoch in range(cfg.num_epochs):
+    for epoch in range(cfg.num_epochs):
         order = torch.randperm(total, generator=gen)
         dev = 0.0
         for start in range(0, total, cfg.minibatch_size):
@@ -165,18 +184,18 @@ def ppo_update(
                         buffer.next_latents[r, k].to(device),
                         buffer.base_means[r, k].to(device) if direct_kl else None,
                     )
-                old = buffer.log_probs[r, k].to(device)
-                a = adv[r, k].to(device)
-                ratio = torch.exp(log_prob - old)
-                pg_terms = torch.maximum(
-                    -a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                log_ratio = step_log_ratio(
+                    log_prob, buffer.log_probs[r, k].to(device), cfg.logprob_reduction, num_dims
+                )
+                pg_terms, ratio, clipped = clipped_surrogate(
+                    log_ratio, adv[r, k].to(device), cfg.clip_range
                 )
                 pg = (pg_terms * pg_steps[k].to(device)).mean()
                 loss = pg
                 if kl is not None:
                     # DPOK's KL regulariser: the exact per-step KL is differentiable in θ, so it
                     # pulls the policy back to the base model without the policy gradient's noise.
-                    kl_loss = kl.mean()
+                    kl_loss = kl.mean() * kl_scale
                     loss = loss + cfg.kl_loss_coef * kl_loss
                     stats["kl_loss"].append(float(kl_loss.detach()))
                 if value is not None and returns is not None:
@@ -184,13 +203,19 @@ def ppo_update(
                     loss = loss + cfg.vf_coef * v_loss
                     stats["v_loss"].append(float(v_loss.detach()))
                 accelerator.backward(loss / cfg.grad_accum_steps)
-            with torch.no_grad():
-                diff = (log_prob - old).float()
-                stats["pg_loss"].append(float(pg))
-                stats["approx_kl"].append(float(0.5 * (diff**2).mean()))
-                stats["clipfrac"].append(float(((ratio - 1).abs() > cfg.clip_range).float().mean()))
-                dev = max(dev, float((ratio - 1).abs().max()))
+            stats["pg_loss"].append(float(pg.detach()))
+            window["log_ratio"].append(log_ratio.detach().float().cpu())
+            window["clipped"].append(clipped.detach().float().cpu())
+            dev = max(dev, float((ratio.detach() - 1).abs().max()))
             if last:
+                row = _inner_stats(window, accelerator, epoch)
+                inner.append(row)
+                window = {"log_ratio": [], "clipped": []}
+                # Checked before the step: none is taken from a policy already past target_kl.
+                stop = cfg.target_kl is not None and row["approx_kl"] > cfg.target_kl
+                if stop:
+                    optimizer.zero_grad(set_to_none=True)
+                    break
                 accelerator.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm
                 )
@@ -198,6 +223,33 @@ def ppo_update(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
         ratio_dev.append(dev)
-    out = {k: float(np.mean(v)) for k, v in stats.items() if v}
-    out["ratio_dev_first_epoch"] = ratio_dev[0]
-    return out
+        if stop:
+            break
+    out: dict[str, Any] = {k: float(np.mean(v)) for k, v in stats.items() if v}
+    for key in ("approx_kl", "clipfrac"):
+        out[key] = float(np.mean([row[key] for row in inner]))
+        out[f"{key}_max"] = float(np.max([row[key] for row in inner]))
+    out["ratio_max"] = float(np.max([row["ratio_max"] for row in inner]))
+    out |= {"inner_steps": float(len(inner) - int(stop)), "early_stop": float(stop)}
+    return out | {"ratio_dev_first_epoch": ratio_dev[0], "inner": inner}
+
+
+def _inner_stats(window: dict[str, list[torch.Tensor]], accelerator: Any, epoch: int) -> dict:
+    """approx KL (k3), clip fraction and largest ratio over one optimiser step's minibatches,
+    averaged over processes (so every process takes the same early-stopping decision)."""
+    log_ratio = torch.cat(window["log_ratio"])
+    local = torch.stack(
+        [
+            approx_kl(log_ratio).float(),
+            torch.cat(window["clipped"]).mean(),
+            torch.exp(log_ratio.clamp(max=80.0)).max(),
+        ]
+    ).to(accelerator.device)
+    kl, clipfrac = accelerator.reduce(local[:2].clone(), "mean").tolist()
+    # The largest ratio is this process's own (a diagnostic; it takes no decision).
+    return {
+        "epoch": float(epoch),
+        "approx_kl": kl,
+        "clipfrac": clipfrac,
+        "ratio_max": float(local[2]),
+    }

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from diffenvs.errors import summarise
+
 
 def discrete_action(action: Any, n: int, meaning: str, outside: str) -> int:
     """``action`` as an int in ``0..n-1``, or a ValueError that says what the actions are.
@@ -14,12 +16,17 @@ def discrete_action(action: Any, n: int, meaning: str, outside: str) -> int:
     ``meaning`` explains an action (shown when it is not one integer); ``outside`` explains the
     range (shown when it is out of range).
     """
-    arr = np.asarray(action)
+    try:
+        arr = np.asarray(action)
+    except (ValueError, TypeError):  # ragged nesting
+        arr = np.empty(0, dtype=object)
     if arr.size != 1 or not (
         np.issubdtype(arr.dtype, np.integer)
         or (np.issubdtype(arr.dtype, np.floating) and float(arr.reshape(-1)[0]).is_integer())
     ):
-        raise ValueError(f"Action {action!r} must be one integer in 0..{n - 1} ({meaning}).")
+        raise ValueError(
+            f"Action {summarise(action)} must be one integer in 0..{n - 1} ({meaning})."
+        )
     a = int(arr.reshape(-1)[0])
     if not 0 <= a < n:
         raise ValueError(f"Action {a} is outside 0..{n - 1}{outside}.")

@@ -20,6 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffenvs.envs import validate
+from diffenvs.envs.denoise_args import ACTION_MODES as ACTION_MODES
+from diffenvs.envs.denoise_args import BASE_STEPS as BASE_STEPS
+from diffenvs.envs.denoise_args import check_core_arguments
 from diffenvs.envs.denoise_prompts import make_prompt_source
 from diffenvs.logprob import (
     distribution_from_coefficients,
@@ -33,7 +37,6 @@ from diffenvs.models.cache import shared_pipeline
 from diffenvs.rewards import Reward, Standardised, make_reward
 from diffenvs.sampler import BaseSampler, guided_model_output
 
-ACTION_MODES = ("noise", "latent")
 SCHEDULERS = ("ddim", "ddpm")
 _EMBED_CACHE_SIZE = 1024
 
@@ -117,31 +120,6 @@ def require_finite(tensor: torch.Tensor, what: str) -> None:
         )
 
 
-def _check_arguments(
-    num_envs: int,
-    action_mode: str,
-    num_steps: int,
-    kl_coef: float,
-    guidance_scale: float,
-    negative_prompt: str | None,
-) -> None:
-    """Fail before any model loads on a constructor argument the core cannot use."""
-    if int(num_envs) < 1:
-        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
-    if action_mode not in ACTION_MODES:
-        raise ValueError(f"Unknown action_mode {action_mode!r}; use one of {list(ACTION_MODES)}.")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
-    if not np.isfinite(kl_coef) or kl_coef < 0:
-        raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}.")
-    if not np.isfinite(guidance_scale):
-        raise ValueError(f"guidance_scale must be finite, got {guidance_scale}.")
-    if negative_prompt is not None and not isinstance(negative_prompt, str):
-        raise TypeError(
-            f"negative_prompt must be a str or None, got {type(negative_prompt).__name__}."
-        )
-
-
 class DenoiseCore:
     """N trajectory slots of the denoising MDP sharing one pipeline (see the env docstrings)."""
 
@@ -163,14 +141,24 @@ class DenoiseCore:
         action_mode: str = "noise",
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        base_step: str = "always",
     ) -> None:
-        _check_arguments(num_envs, action_mode, num_steps, kl_coef, guidance_scale, negative_prompt)
+        validate.check_denoise_arguments(num_envs, num_steps, eta, guidance_scale, kl_coef, device)
+        check_core_arguments(
+            num_envs, action_mode, num_steps, kl_coef, guidance_scale, negative_prompt, base_step
+        )
         self.num_envs, self.action_mode = int(num_envs), action_mode
+        self.base_step = base_step
+        # Whether the frozen base model runs on every latent (one guided UNet pass per step). In
+        # noise mode it is the step itself, and a KL penalty needs its log-prob of every action;
+        # otherwise only base_step='always' asks for it (info["mean"], ["log_prob"], ...).
+        self.base_pass = action_mode == "noise" or float(kl_coef) > 0 or base_step == "always"
         self.prompt_source = make_prompt_source(prompts)
         self.pipe = resolve_pipeline(model, device, dtype)
         self.device = self.pipe.unet.device
         self.dtype = self.pipe.unet.dtype
         self.scheduler = build_scheduler(scheduler, self.pipe)
+        validate.check_schedule(self.scheduler, num_steps)
         self.scheduler_name = "ddim" if type(self.scheduler).__name__.startswith("DDIM") else "ddpm"
         self.eta = float(eta)
         if self.scheduler_name == "ddim" and not self.eta > 0:
@@ -252,6 +240,8 @@ class DenoiseCore:
         self._mean = torch.zeros_like(self.latents)
         self._x0 = torch.zeros_like(self.latents)
         self._std = torch.zeros(n, device=self.device, dtype=self.dtype)
+        # Slots whose _mean/_x0 do not yet describe their current latent (lazy base step).
+        self._stale = np.ones(n, dtype=bool)
 
     @property
     def sampler(self) -> BaseSampler:
@@ -311,14 +301,15 @@ class DenoiseCore:
         with ``generator=torch.Generator().manual_seed(s)``.
         """
         ids = np.asarray(ids, dtype=np.int64)
+        seeds = validate.check_reset_seeds(list(seeds))
         given_x = None
         if latents is not None:
             given_x = coerce_latents(latents, (len(ids), *self.latent_shape), "options['latents']")
+            validate.check_action_range(given_x, "options['latents']")
         chosen: list[str] = []
         for j in range(len(ids)):
             given = None if prompts is None else prompts[j]
-            if given is not None and not isinstance(given, str):
-                raise TypeError(f"A reset prompt must be a str, got {type(given).__name__}.")
+            validate.check_reset_prompt(given)
             chosen.append(given if given is not None else self.prompt_source.sample(rngs[j]))
         for j, i in enumerate(ids):
             if seeds[j] is not None:
@@ -337,6 +328,7 @@ class DenoiseCore:
             emb = self._encode(chosen)
         rows = self._rows(ids)
         self._write("latents", rows, x)
+        self._stale[ids] = True
         self._write("embeds", rows, emb)
         self.step_index[ids] = 0
         for j, i in enumerate(ids):
@@ -358,21 +350,36 @@ class DenoiseCore:
         )
 
     def refresh(self, ids: np.ndarray) -> None:
-        """Run the base model on the current latents of ``ids``: their next-action Gaussians."""
+        """The latents of ``ids`` changed: their next-action Gaussians are due.
+
+        With ``base_pass`` the base model runs now (one batched guided UNet forward); otherwise
+        only σ_t (schedule-only) is set and the base step waits until :meth:`pending` reads it.
+        """
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return
         if bool((self.step_index[ids] < 0).any() or (self.step_index[ids] >= self.num_steps).any()):
             raise RuntimeError(f"Slots {ids.tolist()} are not mid-episode; reset them first.")
+        if self.base_pass:
+            self._base_step(ids)
+        else:
+            k = torch.as_tensor(self.step_index[ids], device=self.device)
+            self._write("_std", self._rows(ids), self.coeffs.std[k])
+            self._stale[ids] = True
+
+    def _base_step(self, ids: np.ndarray) -> None:
+        """Run the base model on the current latents of ``ids``: their next-action Gaussians."""
         rows = self._rows(ids)
         k = torch.as_tensor(self.step_index[ids], device=self.device)
         x = self.latents[rows]
         out = self.model_output(x, self.timesteps[k], self.embeds[rows])
         with torch.no_grad():
             dist = distribution_from_coefficients(self.coeffs[k], out, x)
+        validate.check_base_output(self, ids, dist.mean, dist.pred_original_sample)
         self._write("_mean", rows, dist.mean)
         self._write("_std", rows, dist.std)
         self._write("_x0", rows, dist.pred_original_sample)
+        self._stale[ids] = False
 
     def observation(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Batched observations of ``ids`` as fresh float32 numpy arrays."""
@@ -385,9 +392,19 @@ class DenoiseCore:
         }
 
     def pending(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean, std, predicted x_0) of the next action for ``ids``."""
-        rows = self._rows(np.asarray(ids, dtype=np.int64))
+        """(mean, std, predicted x_0) of the next action for ``ids`` (the base step runs now for
+        slots whose Gaussian was left lazy by :meth:`refresh`)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        mid = (self.step_index[ids] >= 0) & (self.step_index[ids] < self.num_steps)
+        stale = ids[self._stale[ids] & mid]
+        if len(stale):
+            self._base_step(stale)
+        rows = self._rows(ids)
         return self._mean[rows], self._std[rows], self._x0[rows]
+
+    def pending_std(self, ids: np.ndarray) -> torch.Tensor:
+        """σ_t of the next action for ``ids`` (schedule-only: never runs the base model)."""
+        return self._std[self._rows(np.asarray(ids, dtype=np.int64))]
 
     def coerce_actions(self, actions: Any, n: int, rows: np.ndarray | None = None) -> torch.Tensor:
         """Validated actions (n, C, h, w) on the model's device (n = 0: one unbatched action).
@@ -400,16 +417,24 @@ class DenoiseCore:
         x = x.reshape(-1, *self.latent_shape)
         if rows is not None and len(rows):
             require_finite(x[torch.as_tensor(rows)], what)
+        validate.check_action_range(x, what, rows)
         return x.to(self.device, self.dtype)
 
     @torch.no_grad()
     def advance(
         self, ids: np.ndarray, actions: torch.Tensor, policy_log_prob: torch.Tensor | None = None
     ) -> dict[str, Any]:
-        """Apply validated actions (b, C, H, W) to slots ``ids``; returns per-slot step results."""
+        """Apply validated actions (b, C, H, W) to slots ``ids``; returns per-slot step results.
+
+        Without ``base_pass`` (latent mode, no KL penalty, ``base_step`` not 'always') the base
+        model does not run: ``mean`` and ``log_prob`` are None and the step costs no UNet pass.
+        """
         ids = np.asarray(ids, dtype=np.int64)
-        mean, std, _ = self.pending(ids)
         k = self.step_index[ids]
+        if self.base_pass:
+            mean, std, _ = self.pending(ids)
+        else:
+            mean, std = None, self.pending_std(ids)
         std4 = std.reshape(-1, 1, 1, 1)
         if self.action_mode == "noise":
             prev = torch.where(std4 > 0, mean + std4 * actions, mean)
@@ -417,7 +442,7 @@ class DenoiseCore:
             log_prob = noise_log_prob(noise, std)  # exact for x_{t-1} = mean + std * noise
         else:
             prev = actions
-            log_prob = gaussian_log_prob(prev, mean, std)
+            log_prob = None if mean is None else gaussian_log_prob(prev, mean, std)
         kl = None
         if policy_log_prob is not None:
             # Compare in the action's own space: in noise space the base policy is N(0, I).
@@ -427,7 +452,9 @@ class DenoiseCore:
                 else log_prob
             )
             kl = k3_kl(policy_log_prob.to(base_lp), base_lp)
+        validate.check_step_latents(prev, actions, self.action_mode)
         self._write("latents", self._rows(ids), prev)
+        self._stale[ids] = True
         self.step_index[ids] = k + 1
         return {
             "mean": mean,
@@ -453,6 +480,7 @@ class DenoiseCore:
         """Decode and score finished slots: (rewards (b,), details, uint8 images (b, H, W, 3))."""
         ids = np.asarray(ids, dtype=np.int64)
         images = self.decode(self.latents[self._rows(ids)])
+        validate.check_decoded(images)
         out = self.reward.evaluate(images.float(), [self.prompts[i] for i in ids])
         uint8 = (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return out.rewards.detach(), out.details, uint8
@@ -463,6 +491,7 @@ class DenoiseCore:
         ids = np.asarray(ids, dtype=np.int64)
         rows = self._rows(ids)
         done = torch.as_tensor(self.step_index[ids] >= self.num_steps, device=self.device)
-        z = torch.where(done.reshape(-1, 1, 1, 1), self.latents[rows], self._x0[rows])
+        _, _, x0 = self.pending(ids)  # runs the base step here if it was left lazy
+        z = torch.where(done.reshape(-1, 1, 1, 1), self.latents[rows], x0)
         images = self.decode(z)
         return (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

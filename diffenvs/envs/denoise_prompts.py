@@ -39,6 +39,11 @@ class ListPrompts(PromptSource):
                 raise TypeError(
                     f"Prompt {i} of the prompt set ({origin}) is a {type(p).__name__}, not a str."
                 )
+            if not p.strip():
+                raise ValueError(
+                    f"Prompt {i} of the prompt set ({origin}) is empty ({p!r}); every prompt must "
+                    "be non-empty text."
+                )
         self.prompts = prompts
         self.description = f"{len(prompts)} prompts from {origin}"
 
@@ -78,6 +83,10 @@ class CallablePrompts(PromptSource):
         if not isinstance(prompt, str):
             raise TypeError(
                 f"The prompt function {self.description} returned a {type(prompt).__name__}, not a str."
+            )
+        if not prompt.strip():
+            raise ValueError(
+                f"The prompt function {self.description} returned an empty prompt ({prompt!r})."
             )
         return prompt
 
@@ -181,7 +190,7 @@ def make_prompt_source(spec: Any = "world") -> PromptSource:
         )
     if callable(spec):
         return CallablePrompts(spec)
-    if isinstance(spec, Sequence):
+    if isinstance(spec, Sequence | np.ndarray):
         return ListPrompts(spec)
     raise TypeError(
         f"prompts must be 'world', a file path, a list of str, or a function rng -> str; got {type(spec).__name__}."

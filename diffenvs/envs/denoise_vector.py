@@ -30,6 +30,7 @@ from gymnasium.vector.utils import batch_space
 
 from diffenvs.envs.denoise_core import DenoiseCore, as_numpy, coerce_latents
 from diffenvs.envs.diffusion_denoise import denoise_spaces, to_numpy_details
+from diffenvs.errors import check_seed
 from diffenvs.sampler import BaseSampler
 
 _RESET_OPTIONS = ("prompts", "latents", "reset_mask")
@@ -104,19 +105,13 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         self._policy_log_prob = value
 
     def _reset_info(self, ids: np.ndarray) -> list[dict[str, Any]]:
-        mean, std, _ = self.core.pending(ids)
-        mean_np, std_np = as_numpy(mean), as_numpy(std)
         timesteps = self.core.timestep_of(ids)
-        return [
-            {
-                "prompt": self.core.prompts[i],
-                "step": 0,
-                "timestep": int(timesteps[j]),
-                "next_mean": mean_np[j],
-                "next_std": float(std_np[j]),
-            }
+        infos = [
+            {"prompt": self.core.prompts[i], "step": 0, "timestep": int(timesteps[j])}
             for j, i in enumerate(ids)
         ]
+        self._add_next(ids, dict(zip(ids.tolist(), infos, strict=True)))
+        return infos
 
     def _collect(self, per_env: dict[int, dict[str, Any]]) -> dict[str, Any]:
         infos: dict[str, Any] = {}
@@ -125,6 +120,8 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         return infos
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        for s in seed if isinstance(seed, list | tuple) else [seed]:
+            check_seed("seed", s)
         super().reset(seed=seed if isinstance(seed, int) else None)
         options = dict(options or {})
         unknown = sorted(set(options) - set(_RESET_OPTIONS))
@@ -194,18 +191,23 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         if len(ids) == 0:
             return rewards, terminated, per_env
         res = self.core.advance(ids, actions, policy_lp)
-        mean_np, std_np = as_numpy(res["mean"]), as_numpy(res["std"])
-        log_prob = as_numpy(res["log_prob"], torch.float64)
+        # Without the base pass (latent mode, base_step 'auto'/'never', no KL) there is no base
+        # mean or log-prob to report: those keys are left out.
+        mean_np = None if res["mean"] is None else as_numpy(res["mean"])
+        std_np = as_numpy(res["std"])
+        log_prob = None if res["log_prob"] is None else as_numpy(res["log_prob"], torch.float64)
         kl = None if res["kl"] is None else as_numpy(res["kl"], torch.float64)
         for j, i in enumerate(ids):
             per_env[i] = {
                 "prompt": self.core.prompts[i],
                 "step": int(self.core.step_index[i]),
                 "timestep": int(res["timestep"][j]),
-                "mean": mean_np[j],
-                "std": float(std_np[j]),
-                "log_prob": float(log_prob[j]),
             }
+            if mean_np is not None:
+                per_env[i]["mean"] = mean_np[j]
+            per_env[i]["std"] = float(std_np[j])
+            if log_prob is not None:
+                per_env[i]["log_prob"] = float(log_prob[j])
             if kl is not None:
                 per_env[i]["kl"] = float(kl[j])
                 rewards[i] -= self.core.kl_coef * kl[j]
@@ -223,10 +225,16 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
 
     def _add_next(self, ids: np.ndarray, per_env: dict[int, dict[str, Any]]) -> None:
         if len(ids):
-            mean, std, _ = self.core.pending(ids)
-            mean_np, std_np = as_numpy(mean), as_numpy(std)
+            mean_np = None
+            if self.core.base_pass:
+                mean, std, _ = self.core.pending(ids)
+                mean_np = as_numpy(mean)
+            else:
+                std = self.core.pending_std(ids)
+            std_np = as_numpy(std)
             for j, i in enumerate(ids):
-                per_env[i]["next_mean"] = mean_np[j]
+                if mean_np is not None:
+                    per_env[i]["next_mean"] = mean_np[j]
                 per_env[i]["next_std"] = float(std_np[j])
 
     def step(self, actions: Any):

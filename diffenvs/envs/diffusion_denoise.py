@@ -12,6 +12,7 @@ from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
 from diffenvs.envs.denoise_core import DenoiseCore, as_numpy
+from diffenvs.errors import check_seed
 from diffenvs.sampler import BaseSampler
 
 _RESET_OPTIONS = ("prompt", "latents")
@@ -21,7 +22,7 @@ class GaussianBox(spaces.Box):
     """A bounded Box whose ``sample()`` draws standard-normal values, clipped to the bounds.
 
     In noise mode that *is* the base sampler's noise. The bounds are finite only because SB3 needs
-    finite action bounds; the environment accepts any finite action.
+    finite action bounds; the environment accepts any finite action within ±1e4.
     """
 
     def sample(self, mask: None = None, probability: None = None) -> np.ndarray:
@@ -77,8 +78,8 @@ class DiffusionDenoiseEnv(gym.Env):
 
     ``Box(-action_bound, action_bound, (C, h, w), float32)`` with the latent's shape ((8, 16, 16)
     in the world, (4, 64, 64) for SD at 512 px); ``sample()`` draws standard-normal values. The
-    bound (6 by default) is nominal, for agents that need finite bounds: any finite action is
-    accepted. Two modes (``action_mode``):
+    bound (6 by default) is nominal, for agents that need finite bounds: any finite action within
+    ±1e4 is accepted (docs/validation.md). Two modes (``action_mode``):
 
     * ``"noise"`` (default): the action is the step's standard-normal noise ε; the env runs the
       base model and moves to ``x_{t-1} = mean + std * ε``. ``action_space.sample()`` *is* the base
@@ -113,7 +114,8 @@ class DiffusionDenoiseEnv(gym.Env):
     (t of the step taken), ``mean``/``std``/``log_prob`` (the base model's Gaussian of the taken step
     and the log-density of the resulting x_{t-1}, summed over latent dims), ``kl`` (with a KL
     penalty), then either ``next_mean``/``next_std`` or, at the end, ``image`` (uint8 H x W x 3),
-    ``terminal_reward`` and ``reward_details``.
+    ``terminal_reward`` and ``reward_details``. Without the base pass (below) ``mean``,
+    ``log_prob`` and ``next_mean`` are left out (``std``/``next_std`` depend on the schedule only).
 
     ## Arguments
 
@@ -125,6 +127,10 @@ class DiffusionDenoiseEnv(gym.Env):
     * ``reward`` (``"colourfulness"``), ``reward_kwargs``, ``reward_standardisation``, ``kl_coef``.
     * ``action_mode``, ``action_bound`` (6.0), ``device``, ``dtype``, ``render_mode``
       (``"rgb_array"``).
+    * ``base_step``: when the frozen base model runs in latent mode. ``"always"`` (default): every
+      step (one guided UNet pass), so infos carry its Gaussian and log-prob. ``"auto"``: only when
+      the env needs it (a KL penalty); a latent-mode step without one runs no UNet. ``"never"``:
+      as ``"auto"`` but an error where the base model is needed. Noise mode always runs it.
 
     ## Seeding
 
@@ -153,6 +159,7 @@ class DiffusionDenoiseEnv(gym.Env):
         dtype: torch.dtype | None = None,
         action_bound: float = 6.0,
         render_mode: str | None = None,
+        base_step: str = "always",
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
@@ -173,6 +180,7 @@ class DiffusionDenoiseEnv(gym.Env):
             action_mode=action_mode,
             device=device,
             dtype=dtype,
+            base_step=base_step,
         )
         self.observation_space, self.action_space = denoise_spaces(self.core, action_bound)
         self.action_mode = action_mode
@@ -205,6 +213,7 @@ class DiffusionDenoiseEnv(gym.Env):
         return {k: v[0] for k, v in self.core.observation(self._ids).items()}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        check_seed("seed", seed)
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = sorted(set(options) - set(_RESET_OPTIONS))
@@ -220,15 +229,22 @@ class DiffusionDenoiseEnv(gym.Env):
         )
         self.core.refresh(self._ids)
         self._policy_log_prob = None
-        mean, std, _ = self.core.pending(self._ids)
         info = {
             "prompt": self.prompt,
             "step": 0,
             "timestep": int(self.core.timestep_of(self._ids)[0]),
-            "next_mean": as_numpy(mean[0]),
-            "next_std": float(std[0]),
         }
+        self._add_next(info)
         return self._obs(), info
+
+    def _add_next(self, info: dict[str, Any]) -> None:
+        # Without the base pass only σ_t (schedule-only) is known; the base mean is never computed.
+        if self.core.base_pass:
+            mean, std, _ = self.core.pending(self._ids)
+            info["next_mean"] = as_numpy(mean[0])
+        else:
+            std = self.core.pending_std(self._ids)
+        info["next_std"] = float(std[0])
 
     def step(self, action: Any):
         k = int(self.core.step_index[0])
@@ -255,10 +271,12 @@ class DiffusionDenoiseEnv(gym.Env):
             "prompt": self.prompt,
             "step": k + 1,
             "timestep": int(res["timestep"][0]),
-            "mean": as_numpy(res["mean"][0]),
-            "std": float(res["std"][0]),
-            "log_prob": float(res["log_prob"][0]),
         }
+        if res["mean"] is not None:
+            info["mean"] = as_numpy(res["mean"][0])
+        info["std"] = float(res["std"][0])
+        if res["log_prob"] is not None:
+            info["log_prob"] = float(res["log_prob"][0])
         if res["kl"] is not None:
             info["kl"] = float(res["kl"][0])
             reward -= self.core.kl_coef * info["kl"]
@@ -271,9 +289,7 @@ class DiffusionDenoiseEnv(gym.Env):
             reward += info["terminal_reward"]
         else:
             self.core.refresh(self._ids)
-            mean, std, _ = self.core.pending(self._ids)
-            info["next_mean"] = as_numpy(mean[0])
-            info["next_std"] = float(std[0])
+            self._add_next(info)
         return self._obs(), float(reward), terminated, False, info
 
     def render(self) -> np.ndarray | None:

@@ -18,11 +18,13 @@ import numpy as np
 from gymnasium import spaces
 from PIL import Image
 
+from diffenvs import errors
 from diffenvs.envs.checks import discrete_action
 from diffenvs.envs.grammar_grid_perception import (
     CACHE_KIND,
     GridPerception,
     as_uint8_image,
+    read_target_image,
     scene_of_state,
 )
 from diffenvs.grammar import Grammar, load_grammar
@@ -176,12 +178,17 @@ class GrammarGridEnv(gym.Env):
                 f"render_mode={render_mode!r} is not supported; use 'rgb_array' or None."
             )
         self.render_mode = render_mode
-        self.fine_weight = float(fine_weight)
-        self.scene_weight = float(scene_weight)
-        self.relative_reward = bool(relative_reward)
-        self.goal_reward = float(goal_reward)
-        self.generation_seed = int(generation_seed)
-        self.clip_name = clip
+        self.fine_weight = errors.check_number("fine_weight", fine_weight, -1e6, 1e6)
+        self.scene_weight = errors.check_number("scene_weight", scene_weight, -1e6, 1e6)
+        self.relative_reward = errors.check_bool("relative_reward", relative_reward)
+        self.goal_reward = errors.check_number("goal_reward", goal_reward, -1e6, 1e6)
+        self.generation_seed = errors.check_seed(
+            "generation_seed", generation_seed, allow_none=False
+        )
+        errors.check_int("num_inference_steps", num_inference_steps, 1, 1000)
+        errors.check_number("guidance_scale", guidance_scale, 0.0, 1000.0)
+        precompute = errors.check_bool("precompute", precompute)
+        self.clip_name = errors.check_str("clip", clip)
 
         g = self.grammar
         self.shape = np.array(g.shape, dtype=np.int64)
@@ -224,6 +231,7 @@ class GrammarGridEnv(gym.Env):
         self._set_target(target)
         self._pos: tuple[int, ...] = self.target  # replaced on reset
         self._reset_done = False
+        self._terminated = False
 
     # ------------------------------------------------------------------ set-up helpers
     def _find_scene_axis(self, scene_slot: str | None) -> int | None:
@@ -277,7 +285,11 @@ class GrammarGridEnv(gym.Env):
         self.target_image: np.ndarray | None = None
         if target is None:
             coords = tuple(int(n - 1) // 2 for n in g.shape)
-        elif isinstance(target, Image.Image | np.ndarray) and np.asarray(target).ndim == 3:
+        elif isinstance(target, Image.Image) or (
+            isinstance(target, np.ndarray) and target.ndim >= 2
+        ):
+            # Any array of 2+ dims is an image (1-D ones are coordinates): a wrong shape is an
+            # error about the image, never read as coordinates.
             self.target_image = as_uint8_image(target)
             coords = self.encode_image(self.target_image)
         elif isinstance(target, str | Path) and str(target).lower().endswith(_IMAGE_SUFFIXES):
@@ -286,7 +298,7 @@ class GrammarGridEnv(gym.Env):
                 raise FileNotFoundError(
                     f"Target image {path} does not exist; pass an existing image file, coordinates or a prompt."
                 )
-            self.target_image = as_uint8_image(Image.open(path))
+            self.target_image = read_target_image(path)
             coords = self.encode_image(self.target_image)
         elif isinstance(target, str):
             try:
@@ -402,6 +414,7 @@ class GrammarGridEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
+        errors.check_seed("seed", seed)
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = sorted(set(options) - {"start", "target"})
@@ -420,11 +433,16 @@ class GrammarGridEnv(gym.Env):
             k = k + 1 if n > 1 and k >= self._target_index else k
             self._pos = self.grammar.unindex(k)
         self._reset_done = True
+        self._terminated = False
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if not self._reset_done:
             raise RuntimeError("Call reset() before step(); the episode has not started.")
+        if self._terminated:
+            raise RuntimeError(
+                "The episode is over (the target was reached, terminated=True); call reset()."
+            )
         a = discrete_action(
             action,
             self.action_space.n,
@@ -441,6 +459,7 @@ class GrammarGridEnv(gym.Env):
         self._pos = tuple(pos)
         reward = self._landing_of(int(np.dot(self._pos, self._strides)))[0]
         terminated = self._pos == self.target
+        self._terminated = terminated
         return self._obs(), reward, terminated, False, self._info()
 
     def render(self) -> np.ndarray | None:
@@ -467,6 +486,8 @@ class GrammarGridEnv(gym.Env):
 def _check_choice(
     name: str, value: str, allowed: Sequence[str] | dict[str, str], meaning: str
 ) -> str:
-    if value not in allowed:
-        raise ValueError(f"Unknown {name} {value!r}; use one of {list(allowed)} ({meaning}).")
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"Unknown {name} {errors.summarise(value)}; use one of {list(allowed)} ({meaning})."
+        )
     return value

@@ -17,12 +17,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from diffenvs.errors import ArgumentTypeError, check_finite, summarise
 from diffenvs.grammar import Grammar
 from diffenvs.models.cache import MODEL_CACHE, shared_clip, shared_oracle
 from diffenvs.world.attributes import ATTRIBUTE_CLASSES, MODIFIER_CATEGORIES, MODIFIER_CATEGORY
 from diffenvs.world.render import Scene, parse_prompt, render
 
-__all__ = ["CACHE_KIND", "GridPerception", "as_uint8_image", "scene_of_state"]
+__all__ = [
+    "CACHE_KIND",
+    "GridPerception",
+    "as_uint8_image",
+    "read_target_image",
+    "scene_of_state",
+]
 
 #: The grid's namespace in the model cache; ``diffenvs.models.clear_caches(CACHE_KIND)`` drops
 #: its image generators and per-prompt stores.
@@ -271,19 +278,51 @@ class GridPerception:
 
 
 def as_uint8_image(image: Any) -> np.ndarray:
-    """A writable uint8 (H, W, 3) RGB copy of a PIL image or an array (floats in [0, 1] scaled)."""
+    """A writable uint8 (H, W, 3) RGB copy of a PIL image or an array: uint8 as is, integers in
+    0..255, floats in [0, 1] (scaled by 255). Anything else (NaN, 0-255 floats, a 2-D array, an
+    alpha channel) is an error that says what was given."""
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(
-            f"A target image must be H×W×3 RGB, got shape {arr.shape}; convert it to RGB."
+    if not isinstance(image, np.ndarray):
+        raise ArgumentTypeError(
+            f"A target image must be a uint8 array (H, W, 3), a PIL image or an image file path; "
+            f"got {summarise(image)}."
         )
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(arr, 0, 255).round().astype(np.uint8)
-    return np.array(arr)  # a writable copy: torch warns on read-only arrays from PIL
+    arr = image
+    if arr.ndim != 3 or arr.shape[-1] != 3 or min(arr.shape[:2]) < 1:
+        raise ValueError(
+            f"A target image must be H×W×3 RGB, got {summarise(arr)}; convert it to RGB (coordinates "
+            "are a 1-D sequence of ints)."
+        )
+    if arr.dtype == np.uint8:
+        return np.array(arr)  # a writable copy: torch warns on read-only arrays from PIL
+    if arr.dtype.kind in "iu":
+        if arr.min() < 0 or arr.max() > 255:
+            raise ValueError(f"An integer target image must be in 0..255, got {summarise(arr)}.")
+        return arr.astype(np.uint8)
+    if arr.dtype.kind != "f":
+        raise ArgumentTypeError(
+            f"A target image must be uint8 or float in [0, 1], got {summarise(arr)}."
+        )
+    check_finite("The target image", arr)
+    if arr.min() < 0 or arr.max() > 1:
+        raise ValueError(
+            f"A float target image must be in [0, 1], got {summarise(arr)}; pass 0-255 values "
+            "as uint8."
+        )
+    return (arr * 255.0).round().astype(np.uint8)
+
+
+def read_target_image(path: Any) -> np.ndarray:
+    """An image file as uint8 (H, W, 3); a corrupt or non-image file is a ValueError."""
+    try:
+        with Image.open(path) as im:
+            return as_uint8_image(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(
+            f"Cannot read target image {path} ({type(err).__name__}: {err}); give a PNG or JPEG "
+            "file, or coordinates or a prompt."
+        ) from err
 
 
 def _as_64(image: np.ndarray) -> np.ndarray:

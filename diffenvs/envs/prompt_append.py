@@ -25,6 +25,8 @@ from diffenvs.envs.prompt_tasks import (
     caption_vocabulary,
     load_prompt_tasks,
 )
+from diffenvs.envs.validate import check_append_arguments, check_task_index
+from diffenvs.errors import check_seed
 from diffenvs.generate import CacheStats
 from diffenvs.models.cache import MODEL_CACHE, shared_clip
 from diffenvs.world.render import render, scene_from_prompt
@@ -160,18 +162,19 @@ class PromptAppendEnv(gym.Env):
         ):
             if value not in allowed:
                 raise ValueError(f"Unknown {name} {value!r}; use one of {list(allowed)}.")
-        if task is not None and not 0 <= int(task) < len(self.tasks):
-            raise ValueError(f"task={task} is out of range: the set has {len(self.tasks)} tasks.")
-        if int(n_appends) < 1:
-            raise ValueError(f"n_appends must be >= 1, got {n_appends}.")
-        self.generation_seeds = [int(s) for s in generation_seeds]
-        if not self.generation_seeds:
-            raise ValueError("generation_seeds is empty; give at least one seed, e.g. (0, 1).")
-        if lambda_text and any(t.ground_truth is None for t in self.tasks):
-            raise ValueError(
-                "lambda_text > 0 needs a ground-truth prompt for every task (eq. 5), but some "
-                "tasks have none; set lambda_text=0 or add ground_truth to the task file."
-            )
+        self.generation_seeds = check_append_arguments(
+            tasks=self.tasks,
+            task=task,
+            n_appends=n_appends,
+            vocab_size=vocab_size,
+            lambdas=(lambda_image, lambda_text),
+            generation_seeds=generation_seeds,
+            target_seed=target_seed,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            separator=separator,
+            flags={"observe_image": observe_image, "observe_candidates": observe_candidates},
+        )
         self.task_index = None if task is None else int(task)
         self.n_appends = int(n_appends)
         self.reward_mode, self.observation_mode = reward_mode, observation
@@ -414,6 +417,7 @@ class PromptAppendEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
+        check_seed("seed", seed)
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = sorted(set(options) - {"task"})
@@ -422,8 +426,7 @@ class PromptAppendEnv(gym.Env):
         index = options.get("task", self.task_index)
         if index is None:
             index = int(self.np_random.integers(len(self.tasks)))
-        if not 0 <= int(index) < len(self.tasks):
-            raise ValueError(f"task={index} is out of range: the set has {len(self.tasks)} tasks.")
+        check_task_index("task", index, len(self.tasks))
         if self._task is not self.tasks[int(index)]:
             self._set_task(int(index))
         self._tokens = []

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from diffenvs.errors import ArgumentTypeError
 from diffenvs.world.attributes import COLOURS, MODIFIER_CATEGORY, MODIFIERS, SHAPES, SIZES
 from diffenvs.world.render import Scene, sample_scenes
 
@@ -60,6 +61,12 @@ class PromptTask:
     removed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for key in ("seed_prompt", "ground_truth", "category", "name"):
+            value = getattr(self, key)
+            if not isinstance(value, str) and not (key == "ground_truth" and value is None):
+                raise ArgumentTypeError(
+                    f"Task field {key} must be a str, got {type(value).__name__}."
+                )
         if not str(self.seed_prompt).strip():
             raise ValueError(f"Task {self.name!r} has an empty seed_prompt; give it some text.")
         if self.target_image is None and not self.ground_truth:
@@ -69,7 +76,7 @@ class PromptTask:
             )
         if self.target_image is not None:
             img = np.asarray(self.target_image)
-            if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+            if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8 or 0 in img.shape:
                 raise ValueError(
                     f"Task {self.name!r}: target_image must be uint8 H×W×3 RGB, got "
                     f"{img.dtype} {img.shape}; convert it with np.asarray(PIL_image.convert('RGB'))."
@@ -234,6 +241,8 @@ def load_prompt_tasks(spec: Any) -> list[PromptTask]:
         return [spec]
     if isinstance(spec, str | Path):
         text = str(spec)
+        if not text.strip():
+            raise ValueError("tasks='' names no task set; use 'world:train' or a .jsonl file.")
         if text == "world" or text.startswith("world:"):
             return world_tasks(text.partition(":")[2] or "train")
         if text.endswith(".jsonl") or Path(text).expanduser().exists():
@@ -249,7 +258,7 @@ def load_prompt_tasks(spec: Any) -> list[PromptTask]:
         if not tasks:
             raise ValueError("The task list is empty; give at least one task.")
         return tasks
-    raise TypeError(
+    raise ArgumentTypeError(
         f"Cannot make tasks from {type(spec).__name__}; see load_prompt_tasks' docstring."
     )
 

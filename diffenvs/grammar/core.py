@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from diffenvs.errors import summarise
 from diffenvs.grammar.slot import SYMBOL, GrammarError, Slot
 
 
@@ -195,10 +196,13 @@ class Grammar:
         self, coords: Sequence[int] | np.ndarray, what: str = "coordinates"
     ) -> tuple[int, ...]:
         """Validate grid coordinates and return them as a tuple of ints."""
-        arr = np.asarray(coords)
+        try:
+            arr = np.asarray(coords)
+        except (ValueError, TypeError):  # ragged nesting
+            arr = np.empty(0, dtype=object)
         if arr.shape != (len(self.slots),) or not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(
-                f"{what} {coords!r} must be {len(self.slots)} integers, one per slot "
+                f"{what} {summarise(coords)} must be {len(self.slots)} integers, one per slot "
                 f"{list(self.axes)}; the grid's shape is {self.shape}."
             )
         for i, (c, slot) in enumerate(zip(arr.tolist(), self.slots, strict=True)):

@@ -59,7 +59,7 @@ from diffenvs.models.pipeline import (
     world_clip_path,
     world_pipeline_path,
 )
-from diffenvs.models.reward_networks import load_oracle, load_reward_network
+from diffenvs.models.reward_networks import load_judge, load_oracle, load_reward_network
 
 __all__ = [
     "MODEL_CACHE",
@@ -78,6 +78,7 @@ __all__ = [
     "hub_offline",
     "load_aesthetic",
     "load_clip",
+    "load_judge",
     "load_oracle",
     "load_pickscore",
     "load_pipeline",

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffenvs.io import load_tensors
+from diffenvs.models.devices import check_device
 from diffenvs.models.errors import InvalidModelError, ModelNotFoundError
 from diffenvs.models.hub import _fetch_hub_file, _short
 
@@ -150,6 +151,7 @@ def load_aesthetic(
         ModelNotFoundError: no such file, or a hub file neither cached nor reachable.
         InvalidModelError: corrupt file, pickled objects, wrong keys or wrong shapes.
     """
+    check_device(device)
     spec = str(path_or_name)
     path = _resolve_weights_file(spec, kind="aesthetic model", cache_dir=cache_dir)
     state = read_state_dict(path)

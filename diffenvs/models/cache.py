@@ -31,9 +31,13 @@ from typing import Any, TypeVar
 
 import torch
 
+from diffenvs.models.devices import check_device, check_dtype
+
 __all__ = [
     "MODEL_CACHE",
     "ModelCache",
+    "check_device",
+    "check_dtype",
     "clear_caches",
     "device_key",
     "shared",
@@ -69,6 +73,9 @@ class ModelCache:
             with self._lock:
                 if key in self._entries:  # another thread loaded it while we waited
                     return self._entries[key]
+            from diffenvs.runtime import apply_default
+
+            apply_default()  # one torch thread unless the user chose (diffenvs/runtime.py)
             value = load()
             with self._lock:
                 self._entries[key] = value
@@ -107,7 +114,7 @@ def device_key(device: str | torch.device | None) -> str:
     ``"cuda"`` and ``"cuda:0"`` name one GPU (a pipeline reports ``cuda:0`` where a user wrote
     ``cuda``), so both map to the current GPU's indexed name.
     """
-    dev = torch.device(device or "cpu")
+    dev = check_device(device)
     if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
         dev = torch.device("cuda", torch.cuda.current_device())
     return str(dev)
@@ -152,8 +159,9 @@ def shared_pipeline(
     """A text-to-image pipeline by name or folder, loaded once per (device, dtype)."""
     from diffenvs.models import pipeline as pipeline_module
 
+    check_dtype(dtype)
     dt = dtype or torch.float32
-    dev = torch.device(device or "cpu")
+    dev = check_device(device)
     return shared(
         "pipeline",
         model,

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffenvs.models.devices import check_device
 from diffenvs.models.errors import InvalidModelError, ModelNotFoundError
 from diffenvs.models.hub import (
     WORLD,
@@ -304,6 +305,7 @@ def load_clip(
         ModelNotFoundError: unknown name, missing folder, or weights neither cached nor reachable.
         InvalidModelError: the folder or file exists but is not a loadable open_clip model.
     """
+    check_device(device)
     text = str(name)
     if text == WORLD:
         folder = world_clip_path()

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffenvs.models.clip import prepare_images
+from diffenvs.models.devices import check_device
 from diffenvs.models.errors import InvalidModelError
 from diffenvs.models.hub import (
     _cache_only_reason,
@@ -132,6 +133,7 @@ def load_pickscore(
     when it holds ``preprocessor_config.json``, else ``PICKSCORE_PROCESSOR`` (the CLIP-H processor
     PickScore was trained with).
     """
+    check_device(device)
     from transformers import AutoTokenizer, CLIPModel
 
     source, local = _pickscore_source(str(name), "model")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from diffenvs.models.devices import check_device
 from diffenvs.models.errors import InvalidModelError, ModelNotFoundError
 from diffenvs.models.hub import (
     WORLD,
@@ -90,6 +91,7 @@ def load_pipeline(
             reachable (offline mode, no network).
         InvalidModelError: the folder or repo exists but is not a loadable SD-layout pipeline.
     """
+    check_device(device)
     kind = "text-to-image model"
     text = str(name)
     path = world_pipeline_path() if text == WORLD else Path(text).expanduser()
@@ -135,7 +137,9 @@ def load_pipeline(
     reason = None if local else _cache_only_reason()
     offline = local or reason is not None
     try:
-        with _hub_offline_mode(offline):
+        from diffenvs.runtime import quiet_loading
+
+        with _hub_offline_mode(offline), quiet_loading():
             pipe = StableDiffusionPipeline.from_pretrained(
                 source,
                 **{_diffusers_dtype_kwarg(): dtype},

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from diffenvs.models.aesthetic import load_aesthetic
+from diffenvs.models.devices import check_device
 from diffenvs.models.errors import ModelNotFoundError
 from diffenvs.models.pickscore import PICKSCORE_MODEL, load_pickscore
 
@@ -20,10 +21,25 @@ from diffenvs.models.pickscore import PICKSCORE_MODEL, load_pickscore
 def load_oracle(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> nn.Module:
     """The world's attribute oracle (see :mod:`diffenvs.world.oracle`); ``path`` overrides the
     shipped safetensors file."""
+    check_device(device)
     from diffenvs.world.oracle import read_oracle
 
     try:
         model = read_oracle(path)
+    except FileNotFoundError as err:
+        raise ModelNotFoundError(str(err)) from err
+    return model.to(device)
+
+
+def load_judge(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The world's independent judge (see :mod:`diffenvs.world.judge`): a second attribute
+    classifier for evaluation only. Report its reading beside any oracle-based reward, never train
+    on it. ``path`` overrides the shipped safetensors file."""
+    check_device(device)
+    from diffenvs.world.judge import read_judge
+
+    try:
+        model = read_judge(path)
     except FileNotFoundError as err:
         raise ModelNotFoundError(str(err)) from err
     return model.to(device)

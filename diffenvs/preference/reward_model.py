@@ -185,9 +185,9 @@ def load_reward_model(folder: str | Path, device: str = "cpu") -> RewardModel:
             "`diffenvs preference train` (or RewardModel.save)."
         )
     config = json.loads(cfg_path.read_text())
-    if config.get("kind") not in KINDS:
+    if not isinstance(config, dict) or config.get("kind") not in KINDS:
         raise ValueError(
-            f"{cfg_path}: 'kind' must be one of {list(KINDS)}, got {config.get('kind')!r}."
+            f"{cfg_path}: 'kind' must be one of {list(KINDS)} (the file must hold a JSON object)."
         )
     model = build_reward_model(
         config["kind"], config["backbone"], timestep=config.get("timestep", 100), device=device

@@ -103,13 +103,13 @@ register_reward(
 )
 register_reward(
     "jpeg_compressibility",
-    lambda arg=None, **kw: JpegSize(sign=-1.0, **({"quality": int(arg)} if arg else {}), **kw),
+    lambda arg=None, **kw: JpegSize(sign=-1.0, **({"quality": arg} if arg else {}), **kw),
     description="minus JPEG size in kB",
     aliases=("compressibility",),
 )
 register_reward(
     "jpeg_incompressibility",
-    lambda arg=None, **kw: JpegSize(sign=1.0, **({"quality": int(arg)} if arg else {}), **kw),
+    lambda arg=None, **kw: JpegSize(sign=1.0, **({"quality": arg} if arg else {}), **kw),
     description="JPEG size in kB",
     aliases=("incompressibility",),
 )

@@ -29,12 +29,21 @@ def _as_prompts(prompts: Sequence[str] | str | None, batch: int) -> list[str]:
         return [""] * batch
     if isinstance(prompts, str):
         prompts = [prompts] * batch
+    if not isinstance(prompts, Sequence | np.ndarray):
+        raise TypeError(
+            f"Reward prompts must be a str or a list of str, got {type(prompts).__name__}."
+        )
     prompts = list(prompts)
     if len(prompts) != batch:
         raise ValueError(
             f"Got {batch} images but {len(prompts)} prompts; pass one prompt per image."
         )
-    return [str(p) for p in prompts]
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise TypeError(
+            f"Reward prompts must be str; prompt {bad[0]} is a {type(prompts[bad[0]]).__name__}."
+        )
+    return prompts
 
 
 @dataclass

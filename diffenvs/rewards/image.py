@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from diffenvs.errors import ArgumentTypeError, check_finite, check_int, check_number, summarise
 from diffenvs.rewards.base import Reward, as_images
 
 # sRGB (D65) → CIE XYZ and the D65 white point, as in the usual colour-science references.
@@ -48,10 +49,11 @@ class Colourfulness(Reward):
     def __init__(
         self, vivid_threshold: float = 10.0, n_hue_bins: int = 7, device: object = None
     ) -> None:
-        if n_hue_bins < 1:
-            raise ValueError(f"n_hue_bins must be >= 1, got {n_hue_bins}.")
-        self.vivid_threshold = float(vivid_threshold)
-        self.n_hue_bins = int(n_hue_bins)
+        # Squared Lab chroma reaches ~4e4, so larger thresholds would make every image score 0.
+        self.vivid_threshold = check_number(
+            "colourfulness vivid_threshold", vivid_threshold, 0, 1e5
+        )
+        self.n_hue_bins = check_int("colourfulness n_hue_bins", n_hue_bins, 1, 4096)
 
     @torch.no_grad()
     def compute(self, images: torch.Tensor, prompts: list[str]):
@@ -73,9 +75,17 @@ class JpegSize(Reward):
     images ("jpeg_compressibility"), ``sign=+1`` incompressible ones ("jpeg_incompressibility")."""
 
     def __init__(self, sign: float = -1.0, quality: int = 95, device: object = None) -> None:
-        if not 1 <= int(quality) <= 100:
-            raise ValueError(f"JPEG quality must be in 1..100, got {quality}.")
-        self.sign, self.quality = float(sign), int(quality)
+        if isinstance(quality, str):  # "jpeg_compressibility:80" passes the text after the colon
+            if not quality.strip().isdigit():
+                raise ValueError(
+                    f"JPEG quality {quality!r} is not a whole number; write e.g. "
+                    "'jpeg_compressibility:80' (quality in 1..100)."
+                )
+            quality = int(quality.strip())
+        self.quality = check_int("JPEG quality", quality, 1, 100)
+        self.sign = check_number("JPEG reward sign", sign, -1e6, 1e6)
+        if self.sign == 0:
+            raise ValueError("JPEG reward sign must be non-zero (-1: compressibility, +1: size).")
         self.name = "jpeg_compressibility" if sign < 0 else "jpeg_incompressibility"
 
     @torch.no_grad()
@@ -115,21 +125,53 @@ def load_target_image(target: object = None) -> torch.Tensor:
                 f"Target image {str(target)!r} does not exist; pass an image file path."
             )
         try:
-            target = Image.open(path).convert("RGB")
+            with Image.open(path) as im:
+                target = im.convert("RGB")
         except Exception as err:
-            raise ValueError(f"Could not read {path} as an image ({err}).") from err
+            raise ValueError(
+                f"Could not read target image {path} ({type(err).__name__}: {err}); give a PNG "
+                "or JPEG file."
+            ) from err
     if isinstance(target, Image.Image):
         target = np.asarray(target.convert("RGB"))
     if isinstance(target, np.ndarray):
-        if target.ndim == 3:
-            target = target[None]
-        return as_images(target.astype(np.uint8) if target.dtype != np.uint8 else target)
+        return as_images(_uint8_target(target))
     if isinstance(target, torch.Tensor):
+        if target.ndim not in (3, 4) or (target.ndim == 4 and len(target) != 1):
+            raise ValueError(
+                f"A target image tensor must be (3, H, W) or (1, 3, H, W) in [0, 1]; got "
+                f"{summarise(target)}."
+            )
         return as_images(target[None] if target.ndim == 3 else target).detach()
-    raise TypeError(
+    raise ArgumentTypeError(
         f"Cannot use a {type(target).__name__} as a target image; pass a path, a uint8 array "
         "(H, W, 3), a float tensor (3, H, W) in [0, 1] or a PIL image."
     )
+
+
+def _uint8_target(target: np.ndarray) -> np.ndarray:
+    """A target array as uint8 (1, H, W, 3): uint8 as is, floats in [0, 1] scaled by 255."""
+    if target.ndim == 3:
+        target = target[None]
+    if target.ndim != 4 or len(target) != 1 or target.shape[-1] != 3 or min(target.shape[1:3]) < 1:
+        raise ValueError(f"A target image array must be H x W x 3 RGB; got {summarise(target)}.")
+    if target.dtype == np.uint8:
+        return target
+    if target.dtype.kind in "iu":
+        if target.min() < 0 or target.max() > 255:
+            raise ValueError(f"An integer target image must be in 0..255; got {summarise(target)}.")
+        return target.astype(np.uint8)
+    if target.dtype.kind != "f":
+        raise ArgumentTypeError(
+            f"A target image must be uint8 or float in [0, 1]; got {summarise(target)}."
+        )
+    check_finite("The target image", target)
+    if target.min() < 0 or target.max() > 1:
+        raise ValueError(
+            f"A float target image must be in [0, 1]; got {summarise(target)}. Pass uint8 for "
+            "0-255 values."
+        )
+    return (target * 255).round().astype(np.uint8)
 
 
 def resize_like(target: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -141,7 +183,7 @@ def resize_like(target: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 
 class TargetRMSE(Reward):
-    """Seed 004 Algorithm 1: minus ``scale`` x the adjusted RMSE to a target image.
+    """Kristiansen & Vågen 2023, Algorithm 1: minus ``scale`` x the adjusted RMSE to a target image.
 
     The squared error is up-weighted where the target is bright (``loss + loss * target /
     mean(target)``) so that an all-black image is not a cheap local optimum; ``adjust=False`` gives
@@ -160,7 +202,12 @@ class TargetRMSE(Reward):
         device: object = None,
     ) -> None:
         self.target = load_target_image(target)
-        self.scale, self.adjust = float(scale), bool(adjust)
+        self.scale = check_number("target_rmse scale", scale, -1e6, 1e6)
+        if not isinstance(adjust, bool | np.bool_):
+            raise ArgumentTypeError(
+                f"target_rmse adjust must be True or False, got {summarise(adjust)}."
+            )
+        self.adjust = bool(adjust)
 
     def compute(self, images: torch.Tensor, prompts: list[str]):
         target = resize_like(self.target, images)

@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from diffenvs.io import write_json
-from diffenvs.models import load_clip, load_oracle, load_pipeline
+from diffenvs.models import load_clip, load_judge, load_oracle, load_pipeline
 from diffenvs.world.attributes import ATTRIBUTE_CLASSES, ATTRIBUTES, MODIFIER_CATEGORIES
 from diffenvs.world.data import make_dataset
 from diffenvs.world.metrics_page import write_metrics_page
@@ -209,7 +209,6 @@ def vae_reconstruction(vae, images: np.ndarray, labels: np.ndarray, readers: dic
 
 
 def _readers(cfg: EvaluateConfig, results: dict) -> dict:
-    from diffenvs.world.judge import load_judge
     from diffenvs.world.paths import weights_path
 
     readers = {"oracle": load_oracle(cfg.oracle)}

@@ -87,7 +87,7 @@ class AttributeJudge(nn.Module):
         return {a: np.concatenate(v) for a, v in out.items()}
 
 
-def load_judge(path: str | Path | None = None) -> AttributeJudge:
+def read_judge(path: str | Path | None = None) -> AttributeJudge:
     """Load the judge from a safetensors file (default: the one shipped with the package)."""
     from diffenvs.io import load_tensors
     from diffenvs.world.paths import weights_path
