@@ -17,6 +17,11 @@ $PY -m diffenvs.world.training.train_vae --init-from $W/t2i/vae --steps 10000 --
     --warmup 200 --perceptual-weight 1.0 --out runs/world_v2/vae --save-every 1000
 mkdir -p $W/v2 && rm -rf $W/v2/vae && cp -r runs/world_v2/vae $W/v2/vae
 
+# Leg 1b — VAE, a second leg from leg 1's weights (shape and pattern were 95.6 / 95.5 %).
+$PY -m diffenvs.world.training.train_vae --init-from $W/v2/vae --steps 5500 --lr 3e-4 \
+    --warmup 100 --perceptual-weight 1.0 --out runs/world_v2/vae_leg2 --save-every 1000
+rm -rf $W/v2/vae && cp -r runs/world_v2/vae_leg2 $W/v2/vae
+
 # Leg 2 — the independent judge (different architecture, data seed 100; never in a loss).
 $PY -m diffenvs.world.training.train_judge --steps 3500 --out runs/world_v2/judge.safetensors
 cp runs/world_v2/judge.safetensors $W/judge.safetensors

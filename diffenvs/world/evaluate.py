@@ -1,7 +1,8 @@
 """Measure the embedded world: oracle accuracy, CLIP zero-shot accuracy, and how well the
 text-to-image model follows held-out prompts (judged by the oracle), plus diversity and speed.
 
-    diffenvs world evaluate --out docs/world_metrics.json
+    diffenvs world evaluate                    # writes out/world_evaluate/
+    diffenvs world evaluate --update-docs      # also refreshes the docs' copy (shipped world only)
 
 Every number in docs/world.md comes from this command.
 """
@@ -354,10 +355,13 @@ def main(cfg: EvaluateConfig) -> dict[str, object]:
 
 
 def copy_to_docs(out_dir: Path, docs: Path = Path("docs")) -> None:
-    """Refresh the docs' copies of the metrics and the figures the world pages show."""
+    """Refresh the docs' metrics page and the figures the world pages show; the raw JSON goes to
+    benchmarks/results/world/ (the site holds no raw outputs)."""
     import shutil
 
-    for name in ("world_metrics.json", "world_metrics.md"):
-        shutil.copyfile(out_dir / name, docs / name)
+    shutil.copyfile(out_dir / "world_metrics.md", docs / "world_metrics.md")
+    raw = Path("benchmarks/results/world")
+    raw.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out_dir / "world_metrics.json", raw / "world_metrics.json")
     for image in (out_dir / "images").iterdir():
         shutil.copyfile(image, docs / "images" / image.name)
