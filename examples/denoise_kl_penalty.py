@@ -5,6 +5,12 @@ of the env's 4): it samples x_{t-1} from its own Gaussian step, reports the acti
 (computed with diffenvs.logprob, as a PPO agent would) and the env charges -beta * k3 per step.
 
 python examples/denoise_kl_penalty.py
+
+Expected result (measured, seeded, so it repeats): prompt 'one large blue cross in the middle of
+a desert, outlined, pastel', ten per-step k3 values [0.2, 0.01, 1.52, 0.97, 1.5, 1.06, 7.4, 2.24,
+536.61, 13.62], terminal reward 0.477, KL penalty -5.651 and return -5.174. The second-to-last
+step holds almost all of the KL, and at beta = 0.01 the penalty outweighs the colourfulness
+reward. About 11 s on a busy 2-core CPU.
 """
 
 import gymnasium as gym

@@ -7,6 +7,14 @@ python examples/grammar_grid_q_learning.py --model renderer --detector exact   #
 The target is an input image ω (three blue stars on an ocean, drawn with another seed than the env
 uses) encoded to grid coordinates by the world's attribute oracle — Algorithm 1, line 2. With
 ``--detector exact`` the target is given as coordinates instead.
+
+Expected result with ``--model renderer`` (measured, seed 0, 5,000 episodes): the oracle encodes ω
+as (2, 5, 5, 1) = 'three large blue stars in the middle of an ocean'; the greedy policy reaches it
+in 96 % of 100 evaluation episodes, 11.6 steps on average (docs/agents/tabular.md: 95-97 %), and
+the printed trajectory ends on that prompt; out/grammar_grid/trajectory.png and a run folder under
+out/grammar_grid/runs/. About 17 s on a busy 2-core CPU (13 s of training). The default world-model
+run is much slower (each new grid cell is a diffusion sample; its first episode alone took 54 s
+here), so it was not timed to the end.
 """
 
 from dataclasses import dataclass

@@ -10,6 +10,13 @@ accuracy before and after. Measured on seed 0: 62.5 % -> 60.9 %, short of the +1
 python examples/ppo_prompt_alignment.py                    # the preset
 python examples/ppo_prompt_alignment.py --num-updates 10   # a quick look
 python examples/ppo_prompt_alignment.py --reward oracle:prompt:count,shape  # count and shape
+
+Expected result of the quick look (``--num-updates 10``, measured, seed 0): "before: count
+accuracy 62.5 %, all named attributes 60.2 %" and "after: count accuracy 59.4 %, all named
+attributes 60.2 %": ten updates do not move the count accuracy beyond noise (it dropped 3 points
+in this run); the run folder is runs/ppo_diffusion/prompt-alignment_seed0. About 1 min 25 s on a
+busy 2-core CPU. The full preset was not rerun here; its 62.5 % -> 60.9 % above is the preset's
+recorded measurement.
 """
 
 import sys

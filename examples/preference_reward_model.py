@@ -7,6 +7,12 @@
 4. Use it as the terminal reward of DiffusionDenoise-v0.
 
 python examples/preference_reward_model.py --out runs/pref_example
+
+Expected result with the defaults (measured, 40 training tasks): the reward model reaches a
+held-out preference accuracy of about 0.72 (0.719 measured; chance is 0.5; its validation
+accuracy on the small validation split was only 0.424), is saved to runs/pref_example/reward_model,
+and one base-sampler episode scores a standardised learned reward near 0 (0.104 measured; the
+episode's noise is unseeded, so this varies). About 40 s on a busy 2-core CPU.
 """
 
 from dataclasses import dataclass

@@ -3,6 +3,10 @@ prompt space.
 
 python examples/prompt_append_reinforce.py                               # world model, ~30 s
 python examples/prompt_append_reinforce.py --env.reward-mode per_step    # ImagePrompt's per-step reward
+
+Expected result with the defaults (measured, seed 0, 48 reward evaluations): on task 0 the
+similarity to the target image rises from 0.615 for the seed prompt to 0.765 with the appended
+words ("shadowed, right"), below the ground-truth prompt's 0.895. About 35 s on a busy 2-core CPU.
 """
 
 import tyro

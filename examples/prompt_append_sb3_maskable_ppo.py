@@ -2,6 +2,10 @@
 
 python examples/prompt_append_sb3_maskable_ppo.py                 # world model, ~30 s
 python examples/prompt_append_sb3_maskable_ppo.py --algo dqn
+
+Expected result with the defaults (MaskablePPO, measured, seed 0, 48 reward evaluations): on task
+0 the similarity to the target image rises from 0.615 for the seed prompt to 0.855 with the
+learned words ("outlined, small"). About 37 s on a busy 2-core CPU.
 """
 
 import tyro

@@ -11,6 +11,12 @@ python examples/rlhf_ppo.py --reward learned:runs/preference_rollout_1200/blurre
 
 The run folder holds before/after grids (with the oracle's prompt-following accuracy in
 eval.json), reward and KL curves, logs and checkpoints.
+
+Expected result of the short run (measured, seed 0, after the preference example above with its
+defaults; ``--num-updates 20``): "held-out reward 0.024 -> 0.954; prompt following (oracle)
+0.602 -> 0.581", i.e. the learned (standardised) reward rises by about 0.9 while prompt
+following drops by about 2 points; the run folder is runs/rlhf_example/rlhf_seed0. About 2 min
+40 s on a busy 2-core CPU. The 100-update preset run (the ~9 min line) was not timed here.
 """
 
 import sys

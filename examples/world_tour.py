@@ -1,6 +1,13 @@
 """A tour of the embedded world: render a caption, generate it, and judge both with CLIP and the oracle.
 
 python examples/world_tour.py
+
+Expected result (measured on the world model shipped in the package): the four renderer images
+score about 0.93-0.95 with CLIP and the oracle reads every attribute of the caption right; the
+four generated images score lower and vary more (0.909, 0.954, 0.931, 0.423 measured: the fourth
+sample misses the caption) and the oracle reads the first generated image with small slips (it
+saw "three" stars, "blurred", where the caption says two, no finish). Writes out/world_tour.png
+(top row renderer, bottom row diffusion model). About 14 s on a busy 2-core CPU.
 """
 
 import numpy as np
