@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from diffenvs.world.attributes import ATTRIBUTE_CLASSES, ATTRIBUTES
-from diffenvs.world.oracle import as_image_tensor
+from diffenvs.world.oracle import predict_attributes
 
 
 class _Residual(nn.Module):
@@ -77,14 +77,7 @@ class AttributeJudge(nn.Module):
         self, images: torch.Tensor | np.ndarray, batch_size: int = 256
     ) -> dict[str, np.ndarray]:
         """Class indices per attribute for images as uint8 HWC arrays or float BCHW tensors."""
-        x = as_image_tensor(images)
-        self.eval()
-        out: dict[str, list[np.ndarray]] = {a: [] for a in ATTRIBUTES}
-        for i in range(0, len(x), batch_size):
-            logits = self(x[i : i + batch_size])
-            for a in ATTRIBUTES:
-                out[a].append(logits[a].argmax(-1).cpu().numpy())
-        return {a: np.concatenate(v) for a, v in out.items()}
+        return predict_attributes(self, images, batch_size)
 
 
 def read_judge(path: str | Path | None = None) -> AttributeJudge:

@@ -51,20 +51,28 @@ class AttributeOracle(nn.Module):
         self, images: torch.Tensor | np.ndarray, batch_size: int = 256
     ) -> dict[str, np.ndarray]:
         """Class indices per attribute for images as uint8 HWC arrays or float BCHW tensors."""
-        x = as_image_tensor(images)
-        self.eval()
-        out: dict[str, list[np.ndarray]] = {a: [] for a in ATTRIBUTES}
-        for i in range(0, len(x), batch_size):
-            logits = self(x[i : i + batch_size])
-            for a in ATTRIBUTES:
-                out[a].append(logits[a].argmax(-1).cpu().numpy())
-        return {a: np.concatenate(v) for a, v in out.items()}
+        return predict_attributes(self, images, batch_size)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
         """Softmax probabilities per attribute, for soft semantic rewards."""
         self.eval()
         return {a: v.softmax(-1) for a, v in self(as_image_tensor(images)).items()}
+
+
+@torch.no_grad()
+def predict_attributes(
+    model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """Arg-max class per attribute of any attribute classifier (the oracle, the judge), in batches."""
+    x = as_image_tensor(images)
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {a: [] for a in ATTRIBUTES}
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size])
+        for a in ATTRIBUTES:
+            out[a].append(logits[a].argmax(-1).cpu().numpy())
+    return {a: np.concatenate(v) for a, v in out.items()}
 
 
 def as_image_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -28,6 +28,7 @@ from diffenvs.world.data import make_dataset
 from diffenvs.world.judge import AttributeJudge
 from diffenvs.world.oracle import as_image_tensor
 from diffenvs.world.paths import WEIGHTS_DIR
+from diffenvs.world.training.train_oracle import accuracy
 
 
 @dataclass
@@ -45,11 +46,6 @@ class Config:
     init_from: Path | None = None
     save_every: int = 500
     """Save the weights every this many steps, so a stopped leg leaves its last complete state."""
-
-
-def accuracy(model: AttributeJudge, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    pred = model.predict(images)
-    return {a: float((pred[a] == labels[:, i]).mean()) for i, a in enumerate(ATTRIBUTES)}
 
 
 def main(cfg: Config) -> dict[str, float]:
