@@ -20,6 +20,36 @@ A policy that copies ``sampler.unet`` and computes its step with :meth:`BaseSamp
     dist = sampler.distribution(out, latents, k)       # dist.mean, dist.std, dist.log_prob(x_prev)
 
 The step Gaussians themselves (DDIM with eta > 0, DDPM) are in :mod:`diffenvs.logprob`.
+
+The interface, for every model family the env runs (``sampler.family``):
+
+========================  =====================================================================
+``model_output(model, latents, k, embeds, *, upcast=False)``
+                          the guided output of ``model`` (``sampler.unet`` or a trainable copy)
+                          for x_t = ``latents`` (B, C, h, w) at step indices ``k`` (B,), with the
+                          prompt embeddings ``embeds`` (B, L', D) = ``obs["prompt_embeds"]``.
+                          Differentiable (no ``torch.no_grad`` inside).
+``distribution(out, latents, k)``
+                          the Gaussian of x_{t-1}: a :class:`~diffenvs.logprob.StepDistribution`
+                          with ``mean``, ``std`` (B,), ``log_prob(x_prev)`` (summed over dims),
+                          ``sample(noise)``, ``noise_of(x_prev)``, ``pred_original_sample``.
+``kl(p, q)``              closed-form KL(p || q) (B,) of two such Gaussians.
+``add_noise(x0, k, eps)`` (flow models only) x_t of step k on the straight path (1 - σ) x0 + σ ε.
+``sigma``                 (T,) the std of each step's Gaussian (schedule-only; 0 = deterministic).
+``timesteps``             (T,) the timestep of each step (long for UNets, float for flow models).
+``num_steps``             T.
+``latent_shape``          (C, h, w) of one latent (FLUX's too: packing happens inside the call).
+``embed_shape``           (L', D) of one prompt embedding.
+``unet``                  the frozen base denoiser: the UNet, or the transformer of a flow model.
+``family``                ``"sd"`` (SD 1.x/2.x, LCM), ``"sdxl"``, ``"sd3"`` or ``"flux"``.
+========================  =====================================================================
+
+SDXL, SD3 and FLUX also read a pooled text embedding: it rides in ``embeds`` as extra rows
+(:class:`diffenvs.conditioning.PooledPacking`), and the family's constant conditioning (SDXL's
+``time_ids``, FLUX's guidance value and position ids) lives in ``model_call``
+(:mod:`diffenvs.conditioning`), so a policy passes ``obs["prompt_embeds"]`` and never needs to know
+the family. Flow models (SD3, FLUX) use :class:`FlowSampler`: ``model_output`` is the velocity and
+``distribution`` the Flow-GRPO SDE (or CPS) Gaussian of :mod:`diffenvs.flow_logprob`.
 """
 
 from __future__ import annotations
@@ -29,6 +59,7 @@ from typing import Any
 
 import torch
 
+from diffenvs.flow_logprob import FlowCoefficients, flow_distribution, step_kl
 from diffenvs.logprob import StepCoefficients, StepDistribution, distribution_from_coefficients
 
 
@@ -99,7 +130,7 @@ class BaseSampler:
     """(T,) long: the timestep t of each step, in sampling order (high noise first)."""
     prev_timesteps: torch.Tensor
     """(T,) long: the timestep each step moves to (-1 past the end of the schedule)."""
-    coefficients: StepCoefficients
+    coefficients: StepCoefficients | FlowCoefficients
     """The per-step scalars of the reverse-step Gaussians (:mod:`diffenvs.logprob`), one row per
     step; ``coefficients[k]`` selects steps ``k`` (an int or a (B,) index tensor)."""
     guidance_scale: float
@@ -113,8 +144,14 @@ class BaseSampler:
     embed_shape: tuple[int, ...]
     """(L, D) of one prompt embedding."""
     unet: Any = field(repr=False)
-    """The frozen base UNet the env runs. Agents copy it to build a trainable policy; never train
-    it in place (the env's base log-probs and KL references come from it)."""
+    """The frozen base UNet the env runs (the transformer of a flow model). Agents copy it to build
+    a trainable policy; never train it in place (the env's base log-probs and KL references come
+    from it)."""
+    family: str = "sd"
+    """The pipeline family: ``"sd"`` (SD 1.x/2.x, LCM-style), ``"sdxl"``, ``"sd3"`` or ``"flux"``."""
+    model_call: Any = field(default=None, repr=False)
+    """The family's model call (:mod:`diffenvs.conditioning`), or ``None`` for the plain SD UNet
+    call :func:`guided_model_output`."""
 
     @property
     def num_steps(self) -> int:
@@ -142,10 +179,32 @@ class BaseSampler:
     ) -> torch.Tensor:
         """``unet``'s guided output for x_t = ``latents`` at step indices ``k`` (B,), with this
         sampler's guidance; pass ``self.unet`` for the base model or a trainable copy for a policy."""
+        return self.forward_at(unet, latents, self.timesteps[k], embeds, upcast=upcast)
+
+    def forward_at(
+        self,
+        unet: Any,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        embeds: torch.Tensor,
+        *,
+        upcast: bool = False,
+    ) -> torch.Tensor:
+        """As :meth:`model_output`, at explicit timesteps ``t`` (B,) instead of step indices."""
+        if self.model_call is not None:
+            return self.model_call(
+                unet,
+                latents,
+                t,
+                embeds,
+                guidance_scale=self.guidance_scale,
+                negative_embeds=self.negative_embeds,
+                upcast=upcast,
+            )
         return guided_model_output(
             unet,
             latents,
-            self.timesteps[k],
+            t,
             embeds,
             guidance_scale=self.guidance_scale,
             negative_embeds=self.negative_embeds,
@@ -158,3 +217,47 @@ class BaseSampler:
     ) -> StepDistribution:
         """The Gaussian of x_{t-1} at step indices ``k`` (B,) for a guided ``model_output``."""
         return distribution_from_coefficients(self.coefficients[k], model_output, latents)
+
+    def kl(self, policy: StepDistribution, base: StepDistribution) -> torch.Tensor:
+        """Closed-form KL(policy || base) (B,) of two step Gaussians (:func:`~diffenvs.flow_logprob.step_kl`)."""
+        return step_kl(policy, base)
+
+
+@dataclass(frozen=True, eq=False)
+class FlowSampler(BaseSampler):
+    """The base sampler of a flow-matching model (SD3, FLUX): same interface, flow Gaussians.
+
+    ``unet`` is the transformer, :meth:`model_output` its (guided) velocity, and step k moves x_t to
+    x_{t-1} ~ N(A_k x_t + B_k v, s_k² I) (:mod:`diffenvs.flow_logprob`): the Flow-GRPO SDE step
+    (``sde_type="sde"``) or the coefficients-preserving one (``"cps"``) with ``noise_level[k]``;
+    a step with noise level 0 is the deterministic Euler (ODE) step of the diffusers pipeline (its
+    ``sigma`` is 0). ``coefficients`` is a :class:`~diffenvs.flow_logprob.FlowCoefficients`,
+    ``timesteps`` are floats (σ · 1000), ``eta`` is unused (0).
+    """
+
+    sde_type: str = "sde"
+    """``"sde"`` (Flow-GRPO, Liu et al.) or ``"cps"`` (Wang & Yu, coefficients-preserving)."""
+    noise_level: tuple[float, ...] = ()
+    """The noise level a of each step (0: the ODE step)."""
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """(T + 1,) the flow sigmas σ of the schedule (the noise weight of x_t; the last is 0)."""
+        c: FlowCoefficients = self.coefficients  # type: ignore[assignment]
+        return torch.cat([c.sigma.reshape(-1), c.sigma_next.reshape(-1)[-1:]])
+
+    def add_noise(
+        self, x0: torch.Tensor, k: int | torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """x_t of step ``k`` (an int or (B,) indices) for clean latents ``x0``: the straight path
+        (1 - σ_k) x0 + σ_k ε of flow matching (the forward process the model was trained on)."""
+        c: FlowCoefficients = self.coefficients  # type: ignore[assignment]
+        sigma = c.sigma[torch.as_tensor(k, device=c.sigma.device)].to(x0)
+        sigma = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
+        return (1 - sigma) * x0 + sigma * noise
+
+    def distribution(
+        self, model_output: torch.Tensor, latents: torch.Tensor, k: torch.Tensor
+    ) -> StepDistribution:
+        """The flow step's Gaussian of x_{t-1} at step indices ``k`` (B,) for velocity ``model_output``."""
+        return flow_distribution(self.coefficients[k], model_output, latents)

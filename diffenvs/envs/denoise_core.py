@@ -1,13 +1,16 @@
 """The batched engine behind ``DiffusionDenoise-v0`` and its native vector env.
 
-:class:`DenoiseCore` holds N trajectory slots of one Stable-Diffusion-layout pipeline and advances
-any subset of them with a single (classifier-free-guided) UNet forward: the single env is N = 1, the
-vector env is N = num_envs. Slots may sit at different steps (per-sample timesteps), so autoreset and
+:class:`DenoiseCore` holds N trajectory slots of one text-to-image pipeline and advances any subset
+of them with a single (classifier-free-guided) model forward: the single env is N = 1, the vector
+env is N = num_envs. Slots may sit at different steps (per-sample timesteps), so autoreset and
 stepping a subset of envs (Tianshou) stay batched.
 
-The math is exactly the pipeline's (same prompt encoding, guidance, scheduler formulas via
-:mod:`diffenvs.logprob`, VAE decode), which is what makes noise-mode episodes reproduce
-``StableDiffusionPipeline`` images.
+What differs between pipeline families (SD 1.x/2.x, SDXL, and the flow-matching SD3 and FLUX
+layouts: prompt encoding, schedule, model call, decoding) lives in
+:mod:`diffenvs.envs.denoise_family` and :mod:`diffenvs.envs.denoise_flow_family`; the step
+Gaussians in :mod:`diffenvs.logprob` and :mod:`diffenvs.flow_logprob`. The math is exactly the
+pipeline's, which is what makes noise-mode (and, for flow models, ODE-mode) episodes reproduce the
+diffusers pipelines' images.
 """
 
 from __future__ import annotations
@@ -24,20 +27,15 @@ from diffenvs.envs import validate
 from diffenvs.envs.denoise_args import ACTION_MODES as ACTION_MODES
 from diffenvs.envs.denoise_args import BASE_STEPS as BASE_STEPS
 from diffenvs.envs.denoise_args import check_core_arguments
+from diffenvs.envs.denoise_family import UNET_SCHEDULERS, pipeline_family
+from diffenvs.envs.denoise_flow_family import make_family
 from diffenvs.envs.denoise_prompts import make_prompt_source
-from diffenvs.logprob import (
-    distribution_from_coefficients,
-    gaussian_log_prob,
-    k3_kl,
-    noise_log_prob,
-    previous_timestep,
-    step_coefficients,
-)
+from diffenvs.logprob import gaussian_log_prob, k3_kl, noise_log_prob
 from diffenvs.models.cache import shared_pipeline
 from diffenvs.rewards import Reward, Standardised, make_reward
-from diffenvs.sampler import BaseSampler, guided_model_output
+from diffenvs.sampler import BaseSampler
 
-SCHEDULERS = ("ddim", "ddpm")
+SCHEDULERS = UNET_SCHEDULERS  # the UNet families' samplers; flow models use "flow"
 _EMBED_CACHE_SIZE = 1024
 
 
@@ -53,34 +51,10 @@ def resolve_pipeline(
     copies, other envs and rewards share its weights) or as is."""
     if isinstance(model, str | Path):
         return shared_pipeline(model, device, dtype)
-    missing = [
-        c
-        for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-        if not hasattr(model, c)
-    ]
-    if missing:
-        raise TypeError(
-            f"model must be 'world', a pipeline folder, a hub id, or a loaded Stable-Diffusion-layout "
-            f"pipeline; got a {type(model).__name__} without {missing}."
-        )
+    pipeline_family(model)  # a clear error for anything but an SD/SDXL/SD3/FLUX pipeline
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
-
-
-def build_scheduler(spec: Any, pipe: Any) -> Any:
-    """A fresh DDIM/DDPM scheduler from the pipeline's config (never mutates the pipeline's own)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    if isinstance(spec, DDIMScheduler | DDPMScheduler):
-        return type(spec).from_config(spec.config)
-    if not isinstance(spec, str) or spec.lower() not in SCHEDULERS:
-        raise ValueError(
-            f"Unknown scheduler {spec!r}: use 'ddim' (with eta > 0) or 'ddpm', or pass a "
-            "DDIMScheduler/DDPMScheduler instance. Other samplers have no Gaussian step log-probability."
-        )
-    cls = DDIMScheduler if spec.lower() == "ddim" else DDPMScheduler
-    return cls.from_config(pipe.scheduler.config)
 
 
 def coerce_latents(
@@ -130,7 +104,7 @@ class DenoiseCore:
         model: Any = "world",
         prompts: Any = "world",
         num_steps: int = 20,
-        scheduler: Any = "ddim",
+        scheduler: Any = None,
         eta: float = 1.0,
         guidance_scale: float = 4.0,
         negative_prompt: str | None = None,
@@ -142,6 +116,10 @@ class DenoiseCore:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         base_step: str = "always",
+        noise_level: Any = None,
+        sde_type: str | None = None,
+        image_size: Any = None,
+        max_sequence_length: int | None = None,
     ) -> None:
         validate.check_denoise_arguments(num_envs, num_steps, eta, guidance_scale, kl_coef, device)
         check_core_arguments(
@@ -155,29 +133,24 @@ class DenoiseCore:
         self.base_pass = action_mode == "noise" or float(kl_coef) > 0 or base_step == "always"
         self.prompt_source = make_prompt_source(prompts)
         self.pipe = resolve_pipeline(model, device, dtype)
-        self.device = self.pipe.unet.device
-        self.dtype = self.pipe.unet.dtype
-        self.scheduler = build_scheduler(scheduler, self.pipe)
-        validate.check_schedule(self.scheduler, num_steps)
-        self.scheduler_name = "ddim" if type(self.scheduler).__name__.startswith("DDIM") else "ddpm"
+        # What differs between SD, SDXL, SD3 and FLUX pipelines (denoise_family.py).
+        self.family = make_family(
+            self.pipe,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            image_size=image_size,
+            max_sequence_length=max_sequence_length,
+        )
+        self.device, self.dtype = self.family.device, self.family.dtype
         self.eta = float(eta)
-        if self.scheduler_name == "ddim" and not self.eta > 0:
-            raise ValueError(
-                f"DDIM with eta={eta} is deterministic, so it is not an MDP with stochastic actions; "
-                "use eta > 0 (eta=1.0 as in DDPO) or scheduler='ddpm'."
-            )
-        self.scheduler.set_timesteps(int(num_steps), device=self.device)
-        self.timesteps = self.scheduler.timesteps.to(self.device).long()
+        sched = self.family.schedule(
+            scheduler, int(num_steps), self.eta, noise_level=noise_level, sde_type=sde_type
+        )
+        self.scheduler, self.scheduler_name = sched.scheduler, sched.name
+        self.timesteps, self.prev_timesteps = sched.timesteps, sched.prev_timesteps
         self.num_steps = len(self.timesteps)
-        self.prev_timesteps = previous_timestep(self.scheduler, self.timesteps)
-        # The step Gaussians' coefficients depend only on the schedule: computed once, indexed.
-        self.coeffs = step_coefficients(
-            self.scheduler,
-            self.timesteps.cpu(),
-            eta=self.eta,
-            prev_timestep=self.prev_timesteps.cpu(),
-        ).to(self.device)
-        self._t_list = [int(t) for t in self.timesteps]
+        self.coeffs = sched.coeffs
+        self._t_list = sched.t_list
         self.guidance_scale = float(guidance_scale)
         self.negative_prompt = negative_prompt
         self.kl_coef = float(kl_coef)
@@ -190,45 +163,22 @@ class DenoiseCore:
             mean, std = reward_standardisation
             self.reward = Standardised(self.reward, mean, std)
 
-        unet = self.pipe.unet
-        self.latent_shape = (
-            int(unet.config.in_channels),
-            int(unet.config.sample_size),
-            int(unet.config.sample_size),
-        )
-        scale = int(getattr(self.pipe, "vae_scale_factor", 8))
-        self.image_shape = (self.latent_shape[1] * scale, self.latent_shape[2] * scale, 3)
-        self.do_cfg = self.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+        self.latent_shape = self.family.latent_shape
+        self.image_shape = self.family.image_shape
+        self.do_cfg = self.family.do_cfg
         self._encode_lock = threading.Lock()
         self._embed_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         with torch.no_grad():
             probe = self._encode([""])
             self.embed_shape = tuple(probe.shape[1:])
-            self.negative_embeds = None
-            if self.do_cfg:
-                _, neg = self.pipe.encode_prompt(
-                    "", self.device, 1, True, negative_prompt=negative_prompt
-                )
-                self.negative_embeds = neg
-            self.timestep_cond = None
-            if unet.config.time_cond_proj_dim is not None:  # LCM-style guidance embedding
-                w = torch.tensor([self.guidance_scale - 1.0])
-                emb = self.pipe.get_guidance_scale_embedding(
-                    w, embedding_dim=unet.config.time_cond_proj_dim
-                )
-                self.timestep_cond = emb.to(device=self.device, dtype=self.dtype)
-        self._sampler = BaseSampler(
-            scheduler_name=self.scheduler_name,
+            self.negative_embeds = self.family.negative()
+            self.timestep_cond = self.family.timestep_cond()
+        self._sampler = self.family.sampler(
+            sched,
             eta=self.eta,
-            timesteps=self.timesteps,
-            prev_timesteps=self.prev_timesteps,
-            coefficients=self.coeffs,
-            guidance_scale=self.guidance_scale,
-            negative_embeds=self.negative_embeds,
-            timestep_cond=self.timestep_cond,
-            latent_shape=self.latent_shape,
+            negative=self.negative_embeds,
+            cond=self.timestep_cond,
             embed_shape=self.embed_shape,
-            unet=unet,
         )
 
         n = self.num_envs
@@ -269,7 +219,7 @@ class DenoiseCore:
         with self._encode_lock:
             missing = list(dict.fromkeys(p for p in prompts if p not in self._embed_cache))
             if missing:
-                emb, _ = self.pipe.encode_prompt(missing, self.device, 1, False)
+                emb = self.family.encode(missing)
                 for p, e in zip(missing, emb, strict=True):
                     self._embed_cache[p] = e
             for p in prompts:
@@ -278,6 +228,10 @@ class DenoiseCore:
             while len(self._embed_cache) > _EMBED_CACHE_SIZE:
                 self._embed_cache.popitem(last=False)
             return out
+
+    def info_timestep(self, t: Any) -> int | float:
+        """A timestep as infos report it: an int for UNet schedulers, a float for flow models."""
+        return float(t) if self.scheduler_name == "flow" else int(t)
 
     def timestep_of(self, ids: np.ndarray) -> np.ndarray:
         """The timestep ``t`` of each slot's current latent (0 once the episode is over)."""
@@ -323,7 +277,7 @@ class DenoiseCore:
             x = torch.stack(
                 [torch.randn(self.latent_shape, generator=self.generators[i]) for i in ids]
             )
-        x = x.to(self.device, self.dtype) * self.scheduler.init_noise_sigma
+        x = x.to(self.device, self.dtype) * getattr(self.scheduler, "init_noise_sigma", 1.0)
         with torch.no_grad():
             emb = self._encode(chosen)
         rows = self._rows(ids)
@@ -338,16 +292,8 @@ class DenoiseCore:
     def model_output(
         self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor
     ) -> torch.Tensor:
-        """The guided UNet output for a batch, exactly as StableDiffusionPipeline computes it."""
-        return guided_model_output(
-            self.pipe.unet,
-            latents,
-            t,
-            embeds,
-            guidance_scale=self.guidance_scale,
-            negative_embeds=self.negative_embeds,
-            timestep_cond=self.timestep_cond,
-        )
+        """The guided model output for a batch, exactly as the family's pipeline computes it."""
+        return self._sampler.forward_at(self._sampler.unet, latents, t, embeds)
 
     def refresh(self, ids: np.ndarray) -> None:
         """The latents of ``ids`` changed: their next-action Gaussians are due.
@@ -374,7 +320,7 @@ class DenoiseCore:
         x = self.latents[rows]
         out = self.model_output(x, self.timesteps[k], self.embeds[rows])
         with torch.no_grad():
-            dist = distribution_from_coefficients(self.coeffs[k], out, x)
+            dist = self._sampler.distribution(out, x, k)
         validate.check_base_output(self, ids, dist.mean, dist.pred_original_sample)
         self._write("_mean", rows, dist.mean)
         self._write("_std", rows, dist.std)
@@ -468,12 +414,7 @@ class DenoiseCore:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode latents to float images (B, 3, H, W) in [0, 1], as the pipeline does."""
-        vae = self.pipe.vae
-        z = latents / vae.config.scaling_factor
-        if getattr(vae.config, "shift_factor", None):
-            z = z + vae.config.shift_factor
-        image = vae.decode(z.to(vae.dtype), return_dict=False)[0]
-        return (image / 2 + 0.5).clamp(0, 1)
+        return self.family.decode(latents)
 
     @torch.no_grad()
     def finish(self, ids: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor], np.ndarray]:

@@ -107,7 +107,11 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
     def _reset_info(self, ids: np.ndarray) -> list[dict[str, Any]]:
         timesteps = self.core.timestep_of(ids)
         infos = [
-            {"prompt": self.core.prompts[i], "step": 0, "timestep": int(timesteps[j])}
+            {
+                "prompt": self.core.prompts[i],
+                "step": 0,
+                "timestep": self.core.info_timestep(timesteps[j]),
+            }
             for j, i in enumerate(ids)
         ]
         self._add_next(ids, dict(zip(ids.tolist(), infos, strict=True)))
@@ -201,7 +205,7 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
             per_env[i] = {
                 "prompt": self.core.prompts[i],
                 "step": int(self.core.step_index[i]),
-                "timestep": int(res["timestep"][j]),
+                "timestep": self.core.info_timestep(res["timestep"][j]),
             }
             if mean_np is not None:
                 per_env[i]["mean"] = mean_np[j]

@@ -119,11 +119,17 @@ class DiffusionDenoiseEnv(gym.Env):
 
     ## Arguments
 
-    * ``model``: ``"world"`` (default), a pipeline folder or hub id, or a loaded SD-layout pipeline.
+    * ``model``: ``"world"`` (default), a pipeline folder or hub id, or a loaded pipeline: SD 1.x/2.x,
+      SDXL, or the flow-matching SD3 and FLUX layouts (docs/flow.md).
     * ``prompts``: ``"world"``/``"world:heldout"`` (the world's prompt sampler), a list of prompts,
       a ``.txt``/``.json``/``.jsonl`` file, or ``fn(rng) -> str``.
-    * ``num_steps`` (20), ``scheduler`` (``"ddim"`` or ``"ddpm"``), ``eta`` (DDIM noise, > 0; 1.0),
-      ``guidance_scale`` (4.0; <= 1 disables classifier-free guidance), ``negative_prompt``.
+    * ``num_steps`` (20), ``scheduler`` (UNet pipelines: ``"ddim"`` (default) or ``"ddpm"``; flow
+      models: ``"flow"``), ``eta`` (DDIM noise, > 0; 1.0), ``guidance_scale`` (4.0; <= 1 disables
+      classifier-free guidance; FLUX: the embedded guidance), ``negative_prompt``.
+    * Flow models (SD3, FLUX): ``noise_level`` (0.7, or one value per step; 0 is the deterministic
+      Euler/ODE step), ``sde_type`` (``"sde"``: Flow-GRPO; ``"cps"``: coefficients-preserving),
+      ``max_sequence_length`` (the T5 prompt length; the pipeline's default).
+    * ``image_size``: an int or (height, width) in pixels (default: the model's own size).
     * ``reward`` (``"colourfulness"``), ``reward_kwargs``, ``reward_standardisation``, ``kl_coef``.
     * ``action_mode``, ``action_bound`` (6.0), ``device``, ``dtype``, ``render_mode``
       (``"rgb_array"``).
@@ -146,7 +152,7 @@ class DiffusionDenoiseEnv(gym.Env):
         model: Any = "world",
         prompts: Any = "world",
         num_steps: int = 20,
-        scheduler: Any = "ddim",
+        scheduler: Any = None,
         eta: float = 1.0,
         guidance_scale: float = 4.0,
         negative_prompt: str | None = None,
@@ -160,6 +166,10 @@ class DiffusionDenoiseEnv(gym.Env):
         action_bound: float = 6.0,
         render_mode: str | None = None,
         base_step: str = "always",
+        noise_level: Any = None,
+        sde_type: str | None = None,
+        image_size: Any = None,
+        max_sequence_length: int | None = None,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
@@ -181,6 +191,10 @@ class DiffusionDenoiseEnv(gym.Env):
             device=device,
             dtype=dtype,
             base_step=base_step,
+            noise_level=noise_level,
+            sde_type=sde_type,
+            image_size=image_size,
+            max_sequence_length=max_sequence_length,
         )
         self.observation_space, self.action_space = denoise_spaces(self.core, action_bound)
         self.action_mode = action_mode
@@ -232,7 +246,7 @@ class DiffusionDenoiseEnv(gym.Env):
         info = {
             "prompt": self.prompt,
             "step": 0,
-            "timestep": int(self.core.timestep_of(self._ids)[0]),
+            "timestep": self.core.info_timestep(self.core.timestep_of(self._ids)[0]),
         }
         self._add_next(info)
         return self._obs(), info
@@ -270,7 +284,7 @@ class DiffusionDenoiseEnv(gym.Env):
         info: dict[str, Any] = {
             "prompt": self.prompt,
             "step": k + 1,
-            "timestep": int(res["timestep"][0]),
+            "timestep": self.core.info_timestep(res["timestep"][0]),
         }
         if res["mean"] is not None:
             info["mean"] = as_numpy(res["mean"][0])

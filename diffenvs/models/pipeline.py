@@ -25,6 +25,24 @@ from diffenvs.world.paths import weights_path
 #: Components every Stable-Diffusion-layout pipeline folder must declare in ``model_index.json``.
 PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
+_TRANSFORMER_COMPONENTS = (
+    "transformer",
+    "vae",
+    "text_encoder",
+    "tokenizer",
+    "text_encoder_2",
+    "tokenizer_2",
+    "scheduler",
+)  # SD3's T5 (text_encoder_3) is optional
+
+#: The pipeline layouts the loaders accept: diffusers class and required components.
+PIPELINE_LAYOUTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sd": ("StableDiffusionPipeline", PIPELINE_COMPONENTS),
+    "sdxl": ("StableDiffusionXLPipeline", (*PIPELINE_COMPONENTS, "text_encoder_2", "tokenizer_2")),
+    "sd3": ("StableDiffusion3Pipeline", _TRANSFORMER_COMPONENTS),
+    "flux": ("FluxPipeline", _TRANSFORMER_COMPONENTS),
+}
+
 
 def world_pipeline_path() -> Path:
     """Folder of the embedded world's text-to-image pipeline (diffusers layout)."""
@@ -36,19 +54,44 @@ def world_clip_path() -> Path:
     return weights_path("clip")
 
 
-def _check_model_index(index: dict[str, Any], where: str) -> None:
-    if "text_encoder_2" in index or "XL" in str(index.get("_class_name", "")):
+def _declared(index: dict[str, Any], component: str) -> bool:
+    return bool((index.get(component) or [None])[0])
+
+
+def model_index_layout(index: dict[str, Any], where: str) -> str:
+    """The layout (``"sd"``, ``"sdxl"``, ``"sd3"`` or ``"flux"``) a ``model_index.json`` declares.
+
+    Raises:
+        InvalidModelError: another kind of pipeline (an SDXL refiner, PixArt, ...), or a
+            component the layout needs is missing.
+    """
+    cls = str(index.get("_class_name", ""))
+    if _declared(index, "transformer"):
+        layout = "flux" if "Flux" in cls else "sd3" if "StableDiffusion3" in cls else None
+    elif "XL" in cls or _declared(index, "text_encoder_2"):
+        layout = "sdxl"
+    else:
+        layout = "sd"
+    if layout is None:
         raise InvalidModelError(
-            f"{where} is an SDXL-layout pipeline ({index.get('_class_name')}, two text encoders), "
-            "which the environments do not support. Use an SD 1.x/2.x or SD-Turbo checkpoint."
+            f"{where} is a {cls or 'transformer'} pipeline, which the environments do not "
+            "support. Supported layouts: StableDiffusionPipeline (SD 1.x/2.x, SD-Turbo), "
+            "StableDiffusionXLPipeline, StableDiffusion3Pipeline and FluxPipeline."
         )
-    missing = [c for c in PIPELINE_COMPONENTS if not (index.get(c) or [None])[0]]
+    missing = [c for c in PIPELINE_LAYOUTS[layout][1] if not _declared(index, c)]
     if missing:
-        raise InvalidModelError(
-            f"{where} is not a Stable-Diffusion-layout pipeline: model_index.json "
-            f"({index.get('_class_name')}) lacks {', '.join(missing)}. Pass a folder saved by "
-            "StableDiffusionPipeline.save_pretrained or an SD 1.x/2.x / SD-Turbo hub id."
+        expected = PIPELINE_LAYOUTS[layout][0]
+        hint = (
+            " An SDXL refiner (no first text encoder) is an image-to-image model; use an SDXL base."
+            if layout == "sdxl" and "text_encoder" in missing
+            else ""
         )
+        raise InvalidModelError(
+            f"{where} is not a complete {expected}-layout pipeline: model_index.json "
+            f"({cls}) lacks {', '.join(missing)}. Pass a folder saved by "
+            f"{expected}.save_pretrained or a hub id of that layout.{hint}"
+        )
+    return layout
 
 
 def _read_model_index(file: Path, where: str) -> dict[str, Any]:
@@ -78,11 +121,13 @@ def load_pipeline(
     dtype: torch.dtype = torch.float32,
     cache_dir: str | Path | None = None,
     **from_pretrained_kwargs: Any,
-) -> Any:  # diffusers.StableDiffusionPipeline
-    """A Stable-Diffusion-layout text-to-image pipeline: ``"world"``, a local folder, or a hub id.
+) -> Any:  # a diffusers text-to-image pipeline
+    """A text-to-image pipeline: ``"world"``, a local folder, or a hub id.
 
-    Anything ``StableDiffusionPipeline`` loads works: the world, SD 1.x/2.x and SD-Turbo-like
-    checkpoints, e.g. ``load_pipeline("stabilityai/sd-turbo", device="cuda", dtype=torch.float16)``.
+    Four layouts load, chosen from ``model_index.json``: ``StableDiffusionPipeline`` (the world,
+    SD 1.x/2.x, SD-Turbo), ``StableDiffusionXLPipeline`` (SDXL base), ``StableDiffusion3Pipeline``
+    (SD3/SD3.5, with or without T5) and ``FluxPipeline`` (FLUX.1), e.g.
+    ``load_pipeline("stabilityai/sd-turbo", device="cuda", dtype=torch.float16)``.
     The safety checker is not loaded and the progress bar is off (environments step the sampler).
     Extra keyword arguments (``revision``, ``variant``, ...) go to ``from_pretrained``.
 
@@ -110,7 +155,8 @@ def load_pipeline(
                 "checkpoint must first be converted: on a machine with internet run "
                 "`StableDiffusionPipeline.from_single_file(file).save_pretrained(folder)`."
             )
-        _check_model_index(_read_model_index(path / "model_index.json", str(path)), str(path))
+        index = _read_model_index(path / "model_index.json", str(path))
+        layout = model_index_layout(index, str(path))
         source = str(path)
     elif _is_hub_id(text):
         index_file = _fetch_hub_file(
@@ -122,7 +168,8 @@ def load_pipeline(
             cache_dir=cache_dir,
             revision=from_pretrained_kwargs.get("revision"),
         )
-        _check_model_index(_read_model_index(index_file, text), f"Hub repo {text!r}")
+        index = _read_model_index(index_file, text)
+        layout = model_index_layout(index, f"Hub repo {text!r}")
         source = text
     else:
         raise _missing_path(
@@ -132,19 +179,27 @@ def load_pipeline(
         )
 
     # Imported only now, so that a name that cannot be resolved fails without the slow import.
-    from diffusers import StableDiffusionPipeline
+    import diffusers
 
+    pipeline_class = getattr(diffusers, PIPELINE_LAYOUTS[layout][0])
+    # Only Stable Diffusion 1.x/2.x pipelines take a safety checker.
+    extra: dict[str, Any] = (
+        {"safety_checker": None, "requires_safety_checker": False} if layout == "sd" else {}
+    )
+    if layout == "sd3":  # SD3 without its T5 encoder (saved with text_encoder_3=None)
+        extra.update(
+            {c: None for c in ("text_encoder_3", "tokenizer_3") if not _declared(index, c)}
+        )
     reason = None if local else _cache_only_reason()
     offline = local or reason is not None
     try:
         from diffenvs.runtime import quiet_loading
 
         with _hub_offline_mode(offline), quiet_loading():
-            pipe = StableDiffusionPipeline.from_pretrained(
+            pipe = pipeline_class.from_pretrained(
                 source,
                 **{_diffusers_dtype_kwarg(): dtype},
-                safety_checker=None,
-                requires_safety_checker=False,
+                **extra,
                 local_files_only=offline,
                 cache_dir=None if cache_dir is None else str(cache_dir),
                 **from_pretrained_kwargs,
@@ -162,7 +217,7 @@ def load_pipeline(
                 world=True,
             ) from err
         raise InvalidModelError(
-            f"{source} looks like a Stable Diffusion pipeline but could not be loaded "
+            f"{source} looks like a {PIPELINE_LAYOUTS[layout][0]} but could not be loaded "
             f"({_short(err)}). Check that every component folder is complete and was saved by "
             "save_pretrained; re-download or re-save it."
         ) from err
