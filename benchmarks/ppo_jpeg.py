@@ -47,6 +47,8 @@ class Args:
     clip_range: float = 1e-4
     samples_per_prompt: int = 4
     pg_min_std: float = 0.0
+    prompt_stats: Literal["batch", "tracker"] = "batch"
+    """'tracker': DDPO's per-prompt statistics across updates (the 16 prompts recur every ~4 updates)."""
     """0: the policy gradient of every step (the issue's set-up); 0.1 drops the two low-noise steps."""
     eval_episodes: int = 32
     threads: int = 1
@@ -95,6 +97,7 @@ def run_seed(args: Args, seed: int, folder: Path) -> dict:
         clip_range=args.clip_range,
         adv_clip=5.0,
         pg_min_std=args.pg_min_std,
+        prompt_stats=args.prompt_stats,
         kl="none",
         kl_loss_coef=0.0,
         eval_episodes=args.eval_episodes,
@@ -176,7 +179,7 @@ def main(args: Args) -> None:
         cmd += ["--logprob-reduction", args.logprob_reduction, "--clip-range", str(args.clip_range)]
         cmd += ["--eval-episodes", str(args.eval_episodes), "--threads", str(args.threads)]
         cmd += ["--samples-per-prompt", str(args.samples_per_prompt)]
-        cmd += ["--pg-min-std", str(args.pg_min_std)]
+        cmd += ["--pg-min-std", str(args.pg_min_std), "--prompt-stats", args.prompt_stats]
         cmd += ["--tag", folder.name]
         subprocess.run(cmd, check=True)
         rows.append(json.loads((folder / f"seed{seed}.json").read_text()))

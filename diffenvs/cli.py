@@ -6,6 +6,7 @@ diffenvs world sample "PROMPT" --n 8 --out grid.png
 diffenvs world render "PROMPT" --out render.png
 diffenvs world evaluate                         every number of docs/world.md
 diffenvs train tabular --algo q_learning        train an agent (see `diffenvs train --help`)
+diffenvs bench --tasks pastel --entrants ppo    leaderboard cells + page (docs/benchmark.md)
 diffenvs preference make-tasks|synthetic-label|train   reward models from rankings
 diffenvs label serve TASKS_DIR --db labels.sqlite   the labeling web app (docs/label.md)
 
@@ -393,11 +394,28 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
 
 
+def _bench_command() -> Callable:
+    # The leaderboard's config module is light (no torch); its cells run in child processes.
+    from agents.bench.run import BenchConfig
+    from agents.bench.run import main as run_bench
+
+    def bench(cfg: BenchConfig) -> None:
+        """Run leaderboard cells (task x entrant x seed) and regenerate its page (docs/benchmark.md)."""
+        run_bench(cfg)
+
+    # Real objects, not this module's postponed (string) annotations: BenchConfig is local.
+    bench.__annotations__ = {
+        "cfg": Annotated[BenchConfig, tyro.conf.OmitArgPrefixes],
+        "return": None,
+    }
+    return bench
+
+
 def _main(argv: list[str]) -> None:
     if argv and argv[0] in GROUPS:
         _run_group(argv[0], argv)
         return
-    top: dict[str, Callable] = {"envs": envs, "demo": demo}
+    top: dict[str, Callable] = {"envs": envs, "demo": demo, "bench": _bench_command()}
     for name in GROUPS:
 
         def show(name: str = name) -> None:

@@ -13,6 +13,21 @@ _ENVS: dict[str, tuple[str, str | None, int | None]] = {
         None,
     ),
     "PromptAppend-v0": ("diffenvs.envs.prompt_append:PromptAppendEnv", None, None),
+    "ReferenceGMM2D-v0": (
+        "diffenvs.envs.reference_gmm:ReferenceGMM2DEnv",
+        "diffenvs.envs.reference_gmm:ReferenceGMM2DVectorEnv",
+        None,
+    ),
+    "ReferenceGMM2DFlow-v0": (
+        "diffenvs.envs.reference_gmm:ReferenceGMM2DFlowEnv",
+        "diffenvs.envs.reference_gmm:ReferenceGMM2DFlowVectorEnv",
+        None,
+    ),
+    "ReferenceGMMND-v0": (
+        "diffenvs.envs.reference_gmm:ReferenceGMMNDEnv",
+        "diffenvs.envs.reference_gmm:ReferenceGMMNDVectorEnv",
+        None,
+    ),
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)

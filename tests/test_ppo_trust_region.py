@@ -154,3 +154,63 @@ def test_collapse_detection() -> None:
         check = collapse_check(before, after)
     assert check["collapsed"] and check["diversity_ratio"] == 0.0
     assert not collapse_check(before, before)["collapsed"]
+
+
+def test_prompt_stat_tracker_uses_each_prompts_history_once_it_has_enough() -> None:
+    from agents.ppo.losses import PromptStatTracker
+
+    tracker = PromptStatTracker(buffer=4, min_count=3)
+    prompts = ["a", "a", "b", "b"]
+    first = tracker.standardise(prompts, torch.tensor([1.0, 3.0, 10.0, 12.0]))
+    # Two rewards per prompt < min_count: the whole batch's mean (6.5) and std are the baseline.
+    assert first[0] < 0 and first[1] < 0 and first[2] > 0 and first[3] > 0
+    second = tracker.standardise(prompts, torch.tensor([2.0, 4.0, 11.0, 13.0]))
+    # Now each prompt has 4 stored rewards: its own history's mean and std are the baseline.
+    a, b = np.array([1.0, 3.0, 2.0, 4.0]), np.array([10.0, 12.0, 11.0, 13.0])
+    expect = np.concatenate(
+        [([2.0, 4.0] - a.mean()) / a.std(), ([11.0, 13.0] - b.mean()) / b.std()]
+    )
+    assert np.allclose(second.numpy(), expect, atol=1e-5)
+    assert tracker.history["a"] == [1.0, 3.0, 2.0, 4.0]
+    tracker.standardise(["a"], torch.tensor([5.0]))
+    assert tracker.history["a"] == [3.0, 2.0, 4.0, 5.0]  # the buffer keeps the last 4
+    assert tracker.standardise(["a"], torch.tensor([5.0]), scale=False).item() == pytest.approx(
+        5.0 - np.mean([2.0, 4.0, 5.0, 5.0])
+    )
+
+
+def test_tracker_config_errors() -> None:
+    with pytest.raises(ValueError, match="tracker_buffer >= tracker_min_count"):
+        resolve_config(PPOConfig(prompt_stats="tracker", tracker_buffer=4, tracker_min_count=8))
+    with pytest.raises(ValueError, match="advantage='per-prompt'"):
+        resolve_config(PPOConfig(prompt_stats="tracker", advantage="gae"))
+
+
+def test_tracker_run_trains_and_resumes_exactly(tmp_path: Path) -> None:
+    cfg = PPOConfig(
+        num_steps=2,
+        num_envs=4,
+        samples_per_prompt=2,
+        minibatch_size=4,
+        grad_accum_steps=2,
+        num_updates=3,
+        eval_episodes=0,
+        reward_norm="none",
+        eval_oracle=False,
+        progress=False,
+        tensorboard=False,
+        cpu=True,
+        prompts="prompt:one red circle",
+        prompt_stats="tracker",
+        tracker_buffer=8,
+        tracker_min_count=4,
+        output_dir=str(tmp_path),
+        run_name="tracked",
+        save_every=1,
+    )
+    full = train(cfg)
+    stopped = train(replace(cfg, run_name="resumed", stop_after_updates=2))
+    assert stopped["stopped"]
+    resumed = train(replace(cfg, run_name="resumed", resume=True))
+    for name, value in full["params"].items():
+        assert torch.equal(value, resumed["params"][name]), name

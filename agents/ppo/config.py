@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 import tyro
 
-Preset = Literal["target-image", "colourfulness-kl", "prompt-alignment", "rlhf", "quick", "demo"]
+Preset = Literal[
+    "target-image", "colourfulness-kl", "prompt-alignment", "rlhf", "quick", "demo", "reference"
+]
 
 
 @dataclass
@@ -23,6 +25,9 @@ class PPOConfig:
     preset: Preset | None = None
     """Start from a preset; options given on the command line override it (from Python: options
     that differ from the defaults, or that ``explicit`` names)."""
+    env: str = "DiffusionDenoise-v0"
+    """The env id: DiffusionDenoise-v0, or a reference task (ReferenceGMM2D-v0, ReferenceGMMND-v0;
+    docs/envs/reference.md), where ``model`` names the base mixture and ``reward`` its reward."""
     model: str = "world"
     prompts: str = "world"
     """Training prompts: 'world', 'world:heldout', 'counts' (world captions naming counts), a file."""
@@ -71,6 +76,13 @@ class PPOConfig:
     """Per-prompt advantages divide by their prompt group's std (DDPO). False: only subtract the
     group mean, so once a group's rewards differ by noise alone its advantages shrink instead of
     staying unit-variance noise (use with reward_norm='fit', whose unit is the base model's std)."""
+    prompt_stats: Literal["batch", "tracker"] = "batch"
+    """Where per-prompt advantages get their baseline. 'batch': the prompt's images in this
+    rollout (samples_per_prompt of them). 'tracker': DDPO's per-prompt stat tracking, the last
+    tracker_buffer terminal rewards of the prompt across updates (the batch's statistics until a
+    prompt has tracker_min_count), a steadier baseline when few fixed prompts recur."""
+    tracker_buffer: int = 32
+    tracker_min_count: int = 16
     gamma: float = 1.0
     gae_lambda: float = 0.95
     vf_coef: float = 0.5
@@ -261,6 +273,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_episodes": 16,
         "save_every": 10,
     },
+    # The 2-D reference task (docs/results/reference.md): the exact diffusion model of an 8-mode
+    # ring, r = x_1, KL penalty β = kl_coef against the exact per-step KL; the optimum p*_β is
+    # known in closed form. A small residual MLP on the exact ε is what trains.
+    "reference": {
+        "env": "ReferenceGMM2D-v0",
+        "model": "ring",
+        "reward": "linear",
+        "prompts": "prompt:reference",
+        "eval_prompts": "prompt:reference",
+        "num_steps": 20,
+        "guidance_scale": 1.0,
+        "num_envs": 64,
+        "samples_per_prompt": 64,
+        "num_updates": 200,
+        "num_epochs": 2,
+        "minibatch_size": 320,
+        "finetune": "full",
+        "learning_rate": 1e-3,
+        "kl": "fixed",
+        "kl_coef": 1.0,
+        # The exact per-step KL depends on θ directly: its gradient needs the direct (DPOK-style)
+        # term with the same β, and unscaled advantages keep β the objective's coefficient.
+        "kl_loss_coef": 1.0,
+        "group_std": False,
+        "adv_clip": 1000.0,
+        "reward_norm": "none",
+        "logprob_reduction": "sum",
+        "clip_range": 0.2,
+        "eval_episodes": 256,
+        "eval_oracle": False,
+        "tensorboard": False,
+        "save_every": 50,
+    },
 }
 
 
@@ -329,6 +374,14 @@ def validate_config(cfg: PPOConfig) -> None:
             f"target_kl must be a finite number > 0 (or unset), got {cfg.target_kl}.",
         ),
         (cfg.adv_clip > 0, "adv_clip must be > 0."),
+        (
+            cfg.tracker_buffer >= cfg.tracker_min_count >= 2,
+            "prompt_stats='tracker' needs tracker_buffer >= tracker_min_count >= 2.",
+        ),
+        (
+            cfg.prompt_stats == "batch" or cfg.advantage == "per-prompt",
+            "prompt_stats='tracker' is a per-prompt baseline: use it with advantage='per-prompt'.",
+        ),
         (
             0 <= cfg.gamma <= 1 and 0 <= cfg.gae_lambda <= 1,
             "gamma and gae_lambda must be in [0, 1].",

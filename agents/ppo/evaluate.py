@@ -179,12 +179,18 @@ def save_eval_report(
     run_dir: Path,
     grid: int,
     reward: str,
+    agent: str = "PPO",
 ) -> None:
-    """``samples.png`` (the first ``grid`` images), ``reward_hist.png`` and ``eval.json``."""
+    """``samples.png`` (the first ``grid`` images), ``reward_hist.png`` and ``eval.json``
+    (``agent`` names the fine-tuned model in the figures)."""
     from diffenvs.io import write_json
 
-    save_before_after(before["images"][:grid], after["images"][:grid], run_dir / "samples.png")
-    save_reward_histogram(before["rewards"], after["rewards"], run_dir / "reward_hist.png", reward)
+    save_before_after(
+        before["images"][:grid], after["images"][:grid], run_dir / "samples.png", agent=agent
+    )
+    save_reward_histogram(
+        before["rewards"], after["rewards"], run_dir / "reward_hist.png", reward, agent=agent
+    )
     write_json(run_dir / "eval.json", summary)
 
 
@@ -213,7 +219,12 @@ def image_grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
 
 
 def save_before_after(
-    before: np.ndarray, after: np.ndarray, path: Path, cols: int = 8, scale: int = 3
+    before: np.ndarray,
+    after: np.ndarray,
+    path: Path,
+    cols: int = 8,
+    scale: int = 3,
+    agent: str = "PPO",
 ) -> None:
     """Two grids side by side (same prompts and seeds), as Kristiansen & Vågen 2023, Figs 6.4, 6.8."""
     import matplotlib
@@ -227,7 +238,7 @@ def save_before_after(
     fig, axes = plt.subplots(
         1, 2, figsize=(2 * width * scale / 100 + 0.2, height * scale / 100 + 0.4)
     )
-    for ax, grid, title in zip(axes, grids, ("base model", "after PPO"), strict=True):
+    for ax, grid, title in zip(axes, grids, ("base model", f"after {agent}"), strict=True):
         ax.imshow(grid, interpolation="nearest")
         ax.set_title(title)
         ax.axis("off")
@@ -235,7 +246,11 @@ def save_before_after(
 
 
 def save_reward_histogram(
-    before: Sequence[float], after: Sequence[float], path: Path, label: str = "reward"
+    before: Sequence[float],
+    after: Sequence[float],
+    path: Path,
+    label: str = "reward",
+    agent: str = "PPO",
 ) -> None:
     """Reward distributions before vs after, standardised by the base distribution (Fig. 6.6)."""
     import matplotlib
@@ -249,7 +264,7 @@ def save_reward_histogram(
     bins = np.linspace(min(zb.min(), za.min()), max(zb.max(), za.max()) + 1e-9, 30)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(zb, bins=bins, alpha=0.6, label=f"base (mean {b.mean():.3g})")
-    ax.hist(za, bins=bins, alpha=0.6, label=f"after PPO (mean {a.mean():.3g})")
+    ax.hist(za, bins=bins, alpha=0.6, label=f"after {agent} (mean {a.mean():.3g})")
     ax.set_xlabel(f"{label}, standardised by the base distribution")
     ax.set_ylabel("samples")
     ax.legend()

@@ -104,6 +104,39 @@ def per_prompt_advantages(
     return adv
 
 
+class PromptStatTracker:
+    """DDPO's per-prompt reward statistics across updates (Black et al., "Training Diffusion
+    Models with Reinforcement Learning"): each prompt keeps its last ``buffer`` terminal rewards,
+    and a reward is standardised with its prompt's mean and std once ``min_count`` are stored (the
+    whole batch's statistics before that)."""
+
+    def __init__(self, buffer: int = 32, min_count: int = 16) -> None:
+        self.buffer, self.min_count = buffer, min_count
+        self.history: dict[str, list[float]] = {}
+
+    def standardise(
+        self, prompts: list[str], rewards: torch.Tensor, scale: bool = True
+    ) -> torch.Tensor:
+        """(rewards - baseline) [/ std] per prompt, after adding this batch to the history."""
+        values = rewards.double()
+        out = torch.empty_like(values)
+        batch_mean, batch_std = values.mean(), values.std(unbiased=False)
+        for prompt in dict.fromkeys(prompts):
+            rows = torch.tensor([p == prompt for p in prompts])
+            kept = (self.history.get(prompt, []) + values[rows].tolist())[-self.buffer :]
+            self.history[prompt] = kept
+            if len(kept) >= self.min_count:
+                mean, std = float(np.mean(kept)), float(np.std(kept))
+            else:
+                mean, std = float(batch_mean), float(batch_std)
+            centred = values[rows] - mean
+            out[rows] = centred / (std + 1e-6) if scale else centred
+        return out.to(rewards.dtype)
+
+    def state(self) -> dict[str, list[float]]:
+        return {p: list(v) for p, v in self.history.items()}
+
+
 def gae_advantages(
     rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,7 +45,7 @@ from agents.ppo.evaluate import (
     save_curves,
     save_eval_report,
 )
-from agents.ppo.losses import AdaptiveKLController, FixedKLController
+from agents.ppo.losses import AdaptiveKLController, FixedKLController, PromptStatTracker
 from agents.ppo.policy import DiffusionActorCritic, ValueNet, build_policy_unet, trainable_state
 from agents.ppo.rollout import collect_rollout, make_prompt_source
 from agents.ppo.update import compute_advantages, make_optimizer, ppo_update
@@ -141,7 +141,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     run_dir = Path(cfg.output_dir) / (cfg.run_name or f"{cfg.preset or 'custom'}_seed{cfg.seed}")
 
     envs = gym.make_vec(
-        "DiffusionDenoise-v0",
+        cfg.env,
         num_envs=cfg.num_envs,
         model=cfg.model,
         prompts=make_prompt_source(cfg.prompts),
@@ -200,6 +200,11 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         else FixedKLController(beta0)
     )
 
+    tracker = None
+    if cfg.prompt_stats == "tracker":
+        tracker = PromptStatTracker(cfg.tracker_buffer, cfg.tracker_min_count)
+        tracker.history = {p: list(v) for p, v in state.get("prompt_stats", {}).items()}
+
     log = _RunLog(run_dir, cfg, main_proc)
     from tqdm.auto import tqdm
 
@@ -225,7 +230,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         # penalty (β = 0 then) gets zeros.
         kl = buffer.kl(cfg.kl_estimator).float() if buffer.has_base else torch.zeros(buffer.shape)
         terminal = (buffer.rewards - mu) / sigma
-        advantages, returns = compute_advantages(terminal, kl, beta, buffer, cfg)
+        advantages, returns = compute_advantages(terminal, kl, beta, buffer, cfg, tracker)
         stats = ppo_update(
             model, optimizer, scheduler, buffer, advantages, returns, cfg, accelerator, gen
         )
@@ -259,6 +264,8 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         stopped = cfg.stop_after_updates is not None and done >= cfg.stop_after_updates
         if cfg.save and (done % cfg.save_every == 0 or done == cfg.num_updates or stopped):
             snapshot = {"history": history, "beta": controller.beta, "reward_mean_std": [mu, sigma]}
+            if tracker is not None:
+                snapshot["prompt_stats"] = tracker.state()
             save_checkpoint(run_dir, done, model, optimizer, scheduler, snapshot, accelerator)
         if stopped and done < cfg.num_updates:
             break
@@ -271,6 +278,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         "stopped": stopped and len(history) < cfg.num_updates,
         "initial_params": initial,
         "params": trainable_state(policy),
+        "policy": policy,
         "accelerator": accelerator,
     }
     if before is not None and not result["stopped"]:

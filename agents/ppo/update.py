@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from agents.ppo.losses import (
+    PromptStatTracker,
     approx_kl,
     clipped_surrogate,
     gae_advantages,
@@ -93,11 +94,14 @@ def compute_advantages(
     beta: float,
     buffer: RolloutBuffer,
     cfg: PPOConfig,
+    tracker: PromptStatTracker | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(advantages (B, T), value targets (B, T) or None) of one rollout.
 
     ``terminal`` (B,) is the standardised terminal reward (Kristiansen & Vågen 2023, eq. 5.2) and
-    ``kl`` (B, T) the per-step KL to the base model, weighted by ``beta`` (eq. 5.3).
+    ``kl`` (B, T) the per-step KL to the base model, weighted by ``beta`` (eq. 5.3). With a
+    ``tracker`` (``prompt_stats='tracker'``) the terminal reward is standardised with its prompt's
+    statistics across updates, and the KL still to come is subtracted unscaled.
     """
     if cfg.advantage == "gae":
         step_rewards = -beta * kl
@@ -105,6 +109,9 @@ def compute_advantages(
         advantages, returns = gae_advantages(step_rewards, buffer.values, cfg.gamma, cfg.gae_lambda)
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         return advantages, returns
+    if tracker is not None:
+        base = tracker.standardise(buffer.prompts, terminal, scale=cfg.group_std)
+        return returns_to_go(base, kl, beta), None
     advantages = per_prompt_advantages(
         returns_to_go(terminal, kl, beta), buffer.groups, scale=cfg.group_std
     )
