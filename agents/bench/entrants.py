@@ -72,6 +72,7 @@ ENTRANTS: dict[str, str] = {
     "ppo-kl": "agents.bench.ppo_entrants:DPOKEntrant",
     "ppo-gae": "agents.bench.ppo_entrants:GAEEntrant",
     "reinforce": "agents.bench.reinforce_entrant:ReinforceEntrant",
+    "grpo": "agents.bench.grpo_entrant:GRPOEntrant",
 }
 
 

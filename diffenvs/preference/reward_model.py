@@ -84,6 +84,10 @@ class UNetEncoderFeatures:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return self.with_graph(images, prompts)
+
+    def with_graph(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """The same features, keeping the graph back to ``images`` (the text side has none)."""
         pipe = self.pipe
         device = pipe.unet.device
         x = images.to(device) * 2 - 1
@@ -95,7 +99,8 @@ class UNetEncoderFeatures:
             truncation=True,
             return_tensors="pt",
         ).input_ids.to(device)
-        text = pipe.text_encoder(ids)[0]
+        with torch.no_grad():
+            text = pipe.text_encoder(ids)[0]
         unet = pipe.unet
         t = torch.full((len(x),), self.timestep, device=device, dtype=torch.long)
         emb = unet.time_embedding(unet.time_proj(t).to(latents.dtype))
@@ -134,6 +139,20 @@ class RewardModel:
 
     def raw_score(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
+
+    def differentiable_score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Standardised scores (B,) of float images (B, 3, H, W) in [0, 1], with gradients back to
+        the images (what direct reward fine-tuning needs; :meth:`score` keeps no graph)."""
+        self.head.eval()
+        x = as_images(images)
+        if self.kind == "clip-mlp":
+            with torch.no_grad():
+                text = self.backbone.encode_texts(list(prompts))
+            feats = torch.cat([self.backbone.encode_images(x), text], -1)
+        else:
+            feats = self.backbone.with_graph(x, list(prompts))
+        device = next(self.head.parameters()).device
+        return (self.raw_score(feats.to(device)) - self.mean) / self.std
 
     @torch.no_grad()
     def score(self, images: Any, prompts: Sequence[str], batch_size: int = 64) -> torch.Tensor:

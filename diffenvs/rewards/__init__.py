@@ -19,12 +19,18 @@ name (aliases)                what it scores
 ============================  ==================================================================
 
 :class:`Standardised` applies Kristiansen & Vågen 2023, eq. 5.2. See ``docs/rewards.md``.
+
+Direct reward fine-tuning (``agents/direct``) calls ``reward.differentiable_score(images,
+prompts)`` on float images that keep the autograd graph: every reward above but the JPEG ones
+gives gradients (``reward.supports_gradients``); colourfulness through a smooth stand-in of the
+same form, ``oracle`` only with ``soft=True``. The rest raise :class:`NotDifferentiableError`.
 """
 
 from __future__ import annotations
 
 from diffenvs.rewards.base import (
     FunctionReward,
+    NotDifferentiableError,
     Reward,
     RewardOutput,
     Standardised,
@@ -144,6 +150,7 @@ __all__ = [
     "FunctionReward",
     "JpegSize",
     "LearnedReward",
+    "NotDifferentiableError",
     "OracleReward",
     "PickScoreReward",
     "Reward",

@@ -24,6 +24,22 @@ import torch
 from diffenvs.images import ImagesLike, as_images
 
 
+def _require_float_tensor(images: Any) -> None:
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise TypeError(
+            "differentiable_score takes float image tensors (B, 3, H, W) in [0, 1] (a decode that "
+            f"keeps the graph); got {type(images).__name__}"
+            f"{'' if not isinstance(images, torch.Tensor) else ' of dtype ' + str(images.dtype)}."
+        )
+
+
+def as_float_image_tensor(images: Any) -> torch.Tensor:
+    """Float images (B, 3, H, W) in [0, 1] as float32, keeping the graph (checked as
+    :func:`~diffenvs.images.as_images` checks them); anything else is a TypeError."""
+    _require_float_tensor(images)
+    return as_images(images)
+
+
 def _as_prompts(prompts: Sequence[str] | str | None, batch: int) -> list[str]:
     if prompts is None:
         return [""] * batch
@@ -54,12 +70,48 @@ class RewardOutput:
     details: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class NotDifferentiableError(TypeError):
+    """A reward was asked for gradients it cannot give (e.g. JPEG size)."""
+
+
 class Reward:
-    """Base class: subclasses implement :meth:`compute` on float images (B, 3, H, W) in [0, 1]."""
+    """Base class: subclasses implement :meth:`compute` on float images (B, 3, H, W) in [0, 1].
+
+    Gradient-based fine-tuners call :meth:`differentiable_score`; a reward declares that it can
+    answer with ``differentiable = True`` (its scores keep the graph) or by overriding
+    :meth:`differentiable_score` with a smooth stand-in (colourfulness). Others refuse with
+    :class:`NotDifferentiableError`.
+    """
 
     name: str = "reward"
     #: True when gradients flow from the scores back to the images.
     differentiable: bool = False
+    #: What the error of :meth:`differentiable_score` says for a reward without gradients.
+    not_differentiable_because: str = "its score cannot carry gradients to the image"
+
+    @property
+    def supports_gradients(self) -> bool:
+        """Whether :meth:`differentiable_score` gives gradients (exact or through a stand-in)."""
+        return (
+            self.differentiable
+            or type(self).differentiable_score is not Reward.differentiable_score
+        )
+
+    def differentiable_score(
+        self, images: torch.Tensor, prompts: Sequence[str] | str | None = None
+    ) -> torch.Tensor:
+        """Scores (B,) that keep the autograd graph back to float ``images`` (B, 3, H, W) in [0, 1].
+
+        Raises :class:`NotDifferentiableError` for a reward that cannot give gradients.
+        """
+        if not self.differentiable:
+            raise NotDifferentiableError(
+                f"Reward {self.name!r} is not differentiable ({self.not_differentiable_because}), "
+                "so direct reward fine-tuning (ReFL, DRaFT, AlignProp) cannot use it. "
+                "Use a differentiable reward (clip_score, clip_image, aesthetic, colourfulness, "
+                "target_rmse, oracle, pickscore, learned:DIR) or a policy-gradient agent (ppo)."
+            )
+        return self.evaluate(as_float_image_tensor(images), prompts).rewards
 
     def compute(
         self, images: torch.Tensor, prompts: list[str]
@@ -113,11 +165,15 @@ class FunctionReward(Reward):
     numpy array or a list.
     """
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], name: str | None = None, *, differentiable: bool = False
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"FunctionReward needs a callable, got {type(fn).__name__}.")
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "custom")
+        # Only the caller knows whether fn keeps the graph (pure torch on the images).
+        self.differentiable = bool(differentiable)
 
     def compute(self, images: torch.Tensor, prompts: list[str]):
         out = self.fn(images, prompts)
@@ -179,6 +235,15 @@ class Standardised(Reward):
     def compute(self, images: torch.Tensor, prompts: list[str]):
         out = self.reward.evaluate(images, prompts)
         return (out.rewards - self.mean) / self.std, {"raw": out.rewards, **out.details}
+
+    @property
+    def supports_gradients(self) -> bool:
+        return self.reward.supports_gradients
+
+    def differentiable_score(
+        self, images: torch.Tensor, prompts: Sequence[str] | str | None = None
+    ) -> torch.Tensor:
+        return (self.reward.differentiable_score(images, prompts) - self.mean) / self.std
 
     def to(self, device: str | torch.device) -> Standardised:
         self.reward.to(device)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from diffenvs.errors import ArgumentTypeError, check_finite, check_int, check_number, summarise
-from diffenvs.rewards.base import Reward, as_images
+from diffenvs.rewards.base import Reward, as_float_image_tensor, as_images
 
 # sRGB (D65) → CIE XYZ and the D65 white point, as in the usual colour-science references.
 _RGB_TO_XYZ = torch.tensor(
@@ -54,6 +54,9 @@ class Colourfulness(Reward):
             "colourfulness vivid_threshold", vivid_threshold, 0, 1e5
         )
         self.n_hue_bins = check_int("colourfulness n_hue_bins", n_hue_bins, 1, 4096)
+        #: Width of the smooth vivid threshold and temperature of the soft hue histogram of
+        #: :meth:`differentiable_score`.
+        self.chroma_width, self.hue_tau = 5.0, 0.3
 
     @torch.no_grad()
     def compute(self, images: torch.Tensor, prompts: list[str]):
@@ -69,10 +72,37 @@ class Colourfulness(Reward):
         entropy = -(probs * torch.log2(probs + np.finfo(float).eps)).sum(-1).float()
         return vivid_ratio * entropy, {"vivid_ratio": vivid_ratio, "hue_entropy": entropy}
 
+    def differentiable_score(self, images: torch.Tensor, prompts=None) -> torch.Tensor:
+        """A smooth stand-in with the same form (the exact score is piecewise constant, so its
+        gradient is zero almost everywhere): the vivid ratio with a sigmoid of the squared chroma
+        (width ``chroma_width``) in place of the threshold, and the hue entropy of a soft histogram
+        (each pixel's hue shared over the bins by a softmax of cos(hue - bin centre) / ``hue_tau``).
+        It tracks the exact score but is not equal to it."""
+        x = as_float_image_tensor(images)
+        lab = rgb_to_lab(x.float())
+        a, b = lab[:, 1], lab[:, 2]
+        chroma2 = a**2 + b**2
+        vivid = torch.sigmoid((chroma2 - self.vivid_threshold) / self.chroma_width).mean((1, 2))
+        # atan2 has an undefined gradient at a = b = 0 (grey pixels): nudge them off the origin.
+        hue = torch.atan2(b, a + 1e-6).flatten(1)
+        n = self.n_hue_bins
+        centres = -torch.pi + (torch.arange(n, device=x.device, dtype=hue.dtype) + 0.5) * (
+            2 * torch.pi / n
+        )
+        share = torch.softmax(torch.cos(hue[..., None] - centres) / self.hue_tau, -1).mean(1)
+        entropy = -(share * torch.log2(share + 1e-8)).sum(-1)
+        return vivid * entropy
+
 
 class JpegSize(Reward):
     """JPEG file size in kB (quality ``quality``), as in DDPO: ``sign=-1`` rewards compressible
     images ("jpeg_compressibility"), ``sign=+1`` incompressible ones ("jpeg_incompressibility")."""
+
+    #: Why :meth:`differentiable_score` refuses (see :class:`~diffenvs.rewards.base.Reward`).
+    not_differentiable_because = (
+        "JPEG encoding (quantisation, entropy coding) has no gradient; fine-tune it with a "
+        "policy-gradient agent (diffenvs train ppo --reward jpeg_compressibility)"
+    )
 
     def __init__(self, sign: float = -1.0, quality: int = 95, device: object = None) -> None:
         if isinstance(quality, str):  # "jpeg_compressibility:80" passes the text after the colon
@@ -228,3 +258,8 @@ class Zero(Reward):
 
     def compute(self, images: torch.Tensor, prompts: list[str]):
         return torch.zeros(len(images), device=images.device)
+
+    def differentiable_score(self, images: torch.Tensor, prompts=None) -> torch.Tensor:
+        """Zeros that are still connected to the images (a KL-only objective backpropagates)."""
+        x = as_float_image_tensor(images)
+        return (x * 0).sum((1, 2, 3))

@@ -229,6 +229,20 @@ class OracleReward(Reward):
         details = {"accuracy": hard_t, "n_attributes": torch.tensor(count, device=device)}
         return (soft_t if self.soft else hard_t), details
 
+    @property
+    def supports_gradients(self) -> bool:
+        return self.soft
+
+    def differentiable_score(self, images: torch.Tensor, prompts=None) -> torch.Tensor:
+        if not self.soft:
+            from diffenvs.rewards.base import NotDifferentiableError
+
+            raise NotDifferentiableError(
+                f"Reward {self.name!r} with soft=False scores the oracle's arg-max (no gradient); "
+                "make it with soft=True (the default) to fine-tune on its class probabilities."
+            )
+        return super().differentiable_score(images, prompts)
+
     def to(self, device: str | torch.device) -> OracleReward:
         self.oracle.to(device)
         return self
@@ -259,6 +273,7 @@ class LearnedReward(Reward):
     """
 
     name = "learned"
+    differentiable = True
 
     def __init__(self, path: str | None = None, device: object = None) -> None:
         # Imported here: `import diffenvs.rewards` should not load the preference package.
@@ -275,3 +290,11 @@ class LearnedReward(Reward):
 
     def compute(self, images: torch.Tensor, prompts: list[str]):
         return self.model.score(images, prompts).to(images.device)
+
+    def differentiable_score(self, images: torch.Tensor, prompts=None) -> torch.Tensor:
+        """The model's standardised scores with gradients to the images (its frozen backbone and
+        head run with the graph)."""
+        from diffenvs.rewards.base import _as_prompts, as_float_image_tensor
+
+        x = as_float_image_tensor(images)
+        return self.model.differentiable_score(x, _as_prompts(prompts, len(x))).to(x.device)

@@ -1,0 +1,213 @@
+"""Võ Mạnh Quyền's AI-feedback experiment in miniature, on the embedded world, with ReFL.
+
+Võ Mạnh Quyền ("Improving Text-to-Image Models with Artificial Intelligence Feedback") labels
+images with AI feedback, trains a CLIP-MLP reward model on the rankings and fine-tunes the UNet
+with ReFL (Xu et al., ImageReward): LoRA rank 4, the reward back-propagated from a random late
+step's one-step x_0 prediction, plus the KL term of its eq. 5. Here:
+
+1. **AI feedback**: the world oracle as a synthetic labeler (:class:`SyntheticLabeler`: prefers
+   ``--preference`` images that follow their prompt, Gumbel noise) ranks world samples made with
+   the sampler ReFL trains (10 DDIM steps, η = 1, the modifier-free count prompts).
+2. **Reward model**: the suite's clip-mlp model (``diffenvs.preference``) trained on the rankings.
+3. **ReFL** with LoRA rank 4 and the KL term against that reward model (``agents.direct``,
+   preset ``ai-feedback``).
+4. **Judged** on held-out prompts by the *labeler's noise-free ground truth* (not the reward
+   model): the win rate of each fine-tuned image over the base image with the same prompt, seed
+   and noise (a tie counts half); prompt following by the independent judge (and the oracle).
+
+    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --stage reward-model   # ~5 min, once
+    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --seed 0               # one ReFL run
+    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --seed 0 --direct.num-updates 20
+
+Writes benchmarks/results/direct/miniature_seedS.json (and the before/after grid, curves).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import tyro
+
+from agents.direct.config import DirectConfig
+from diffenvs.io import write_json
+
+MINIATURE = DirectConfig(
+    preset="ai-feedback",
+    prompts="counts",
+    eval_prompts="counts:heldout",
+    output_dir="runs/direct_miniature",
+)
+
+
+@dataclass
+class MiniatureConfig:
+    """The AI-feedback miniature: labels → clip-mlp reward model → ReFL → ground-truth win rate."""
+
+    stage: Literal["reward-model", "refl", "all"] = "refl"
+    preference: str = "blurred"
+    """The attribute the synthetic labeler likes (besides prompt following)."""
+    train_tasks: int = 300
+    heldout_tasks: int = 60
+    styled_tasks: int = 0
+    """Extra train tasks with one image per task drawn with a random style modifier appended (more
+    varied candidates: the preferred style appears more often); 0: none."""
+    work: Path = Path("runs/direct_miniature")
+    """Tasks, labels and the reward model (reused when present)."""
+    seed: int = 0
+    """The ReFL run's seed (the labels and reward model use seed 0)."""
+    direct: DirectConfig = field(default_factory=lambda: MINIATURE)
+    """Every option of agents/direct/config.py, as --direct.OPTION."""
+    out: Path = Path("benchmarks/results/direct")
+
+
+def reward_model(cfg: MiniatureConfig) -> Path:
+    """Make (or reuse) the labelled tasks and the clip-mlp reward model; returns its folder."""
+    from diffenvs.preference import (
+        SyntheticLabeler,
+        TrainRewardConfig,
+        make_tasks,
+        read_sets,
+        train_reward_model,
+        write_sets,
+    )
+
+    suffix = f"-styled{cfg.styled_tasks}" if cfg.styled_tasks else ""
+    folder = cfg.work / f"{cfg.preference}-clip-mlp{suffix}"
+    if (folder / "reward_model.json").is_file():
+        return folder
+    t0 = time.perf_counter()
+    sets = {}
+    splits = [
+        ("train", "train", cfg.train_tasks, 0, 0),
+        ("heldout", "heldout", cfg.heldout_tasks, 1, 0),
+    ]
+    if cfg.styled_tasks:
+        splits.append(("train_styled", "train", cfg.styled_tasks, 2, 1))
+    for name, split, n, seed, styled in splits:
+        tasks_dir = cfg.work / f"tasks_{name}"
+        if (tasks_dir / "tasks.jsonl").is_file() and len(read_sets(tasks_dir)) == n:
+            sets[name] = read_sets(tasks_dir)
+        else:
+            sets[name] = make_tasks(
+                tasks_dir,
+                n,
+                split=split,
+                num_inference_steps=10,
+                eta=1.0,
+                prompts="counts",
+                seed=seed,
+                id_prefix=name[0] if not styled else "s",
+                styled=styled,
+            )
+    labeler = SyntheticLabeler(cfg.preference, seed=0)
+    labelled = {name: [labeler.rank(t) for t in tasks] for name, tasks in sets.items()}
+    train_sets = labelled["train"] + labelled.get("train_styled", [])
+    write_sets(cfg.work / f"labels_train{suffix}.jsonl", train_sets)
+    write_sets(cfg.work / "labels_heldout.jsonl", labelled["heldout"])
+    result = train_reward_model(
+        TrainRewardConfig(
+            cfg.work / f"labels_train{suffix}.jsonl",
+            folder,
+            model="clip-mlp",
+            heldout_labels=cfg.work / "labels_heldout.jsonl",
+            images_root=None,
+        )
+    )
+    summary = {
+        "heldout_accuracy": result["heldout_accuracy"],
+        "minutes": (time.perf_counter() - t0) / 60,
+        "train_tasks": cfg.train_tasks,
+        "heldout_tasks": cfg.heldout_tasks,
+        "styled_tasks": cfg.styled_tasks,
+    }
+    write_json(folder / "miniature_reward_model.json", summary)
+    print(summary)
+    return folder
+
+
+def win_rate(before: np.ndarray, after: np.ndarray) -> float:
+    """Share of pairs where the after-utility beats the before-utility (ties count half)."""
+    return float(np.mean(np.where(after > before, 1.0, np.where(after == before, 0.5, 0.0))))
+
+
+def refl(cfg: MiniatureConfig, rm: Path) -> dict[str, Any]:
+    """One ReFL run against the reward model, judged by the labeler's ground truth and the judge."""
+    from agents.direct.train import train
+    from diffenvs.preference import SyntheticLabeler
+
+    run = replace(
+        cfg.direct,
+        reward=f"learned:{rm}",
+        seed=cfg.seed,
+        run_name=cfg.direct.run_name or f"refl_{cfg.preference}_seed{cfg.seed}",
+    )
+    t0 = time.perf_counter()
+    result = train(run)
+    minutes = (time.perf_counter() - t0) / 60
+    ev = result["eval_results"]
+    prompts = ev["prompts"]
+    labeler = SyntheticLabeler(cfg.preference, noise=0.0, seed=0)
+    u_before = labeler.utility(ev["before"]["images"], prompts)
+    u_after = labeler.utility(ev["after"]["images"], prompts)
+    preferred = SyntheticLabeler(cfg.preference, follow_prompt=0.0, noise=0.0)
+    b, a = ev["before"], ev["after"]
+    out = {
+        "win_rate": win_rate(u_before, u_after),
+        "utility_before": float(u_before.mean()),
+        "utility_after": float(u_after.mean()),
+        "preferred_prob_before": float(preferred.utility(b["images"], prompts).mean()),
+        "preferred_prob_after": float(preferred.utility(a["images"], prompts).mean()),
+        "reward_model_before": float(b["rewards"].mean()),
+        "reward_model_after": float(a["rewards"].mean()),
+        "judge_following_before": float(np.mean(b.get("judge_accuracy", np.nan))),
+        "judge_following_after": float(np.mean(a.get("judge_accuracy", np.nan))),
+        "oracle_following_before": float(np.mean(b["accuracy"])),
+        "oracle_following_after": float(np.mean(a["accuracy"])),
+        "held_out_images": len(prompts),
+        "minutes": minutes,
+        "update_s_mean": float(np.mean([h["update_s"] for h in result["history"]])),
+        "peak_mem_mb": result["eval"]["peak_mem_mb"],
+        "run_dir": result["run_dir"],
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "config": asdict(run),
+    }
+    out["judge_change_points"] = 100 * (
+        out["judge_following_after"] - out["judge_following_before"]
+    )
+    out["oracle_change_points"] = 100 * (
+        out["oracle_following_after"] - out["oracle_following_before"]
+    )
+    return out
+
+
+def main(cfg: MiniatureConfig) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    rm = reward_model(cfg)
+    if cfg.stage == "reward-model":
+        return
+    out = refl(cfg, rm)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.out / f"miniature_{cfg.preference}_seed{cfg.seed}.json", out)
+    keys = (
+        "win_rate",
+        "judge_change_points",
+        "oracle_change_points",
+        "utility_before",
+        "utility_after",
+        "reward_model_before",
+        "reward_model_after",
+        "minutes",
+    )
+    print({k: out[k] for k in keys})
+
+
+if __name__ == "__main__":
+    main(tyro.cli(MiniatureConfig))
