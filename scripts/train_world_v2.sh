@@ -30,9 +30,23 @@ cp runs/world_v2/judge.safetensors $W/judge.safetensors
 # 3. CLIP with the shared auxiliary attribute heads (position and shape zero-shot):
 #    $PY -m diffenvs.world.training.train_clip --init-from $W/clip --steps 1200 --lr 5e-4 \
 #        --aux-weight 1.0 --focus shape position pattern --out runs/world_v2/clip
-# 4. UNet + text encoder from scratch on the v2 VAE's latents, in legs of ~150 minutes:
-#    $PY -m diffenvs.world.training.train_unet --vae $W/v2/vae --arch v2 --steps 9000 \
-#        --out runs/world_v2/t2i
-#    then legs of --init-from runs/world_v2/t2i --lr 5e-4 --warmup 100 (each restarts its own
-#    cosine schedule from the saved EMA weights, as v1's second leg did).
-# Then: diffenvs world evaluate --pipeline runs/world_v2/t2i --compare-speed-with world
+
+# Leg UNet 1 — UNet + text encoder from scratch on the v2 VAE's latents (95 min on a busy machine).
+$PY -m diffenvs.world.training.train_unet --vae $W/v2/vae --arch v2 --steps 5500 \
+    --out runs/world_v2/t2i --save-every 500
+diffenvs world evaluate --pipeline runs/world_v2/t2i --skip oracle judge vae clip \
+    --steps 20 10 --compare-speed-with world --out-dir out/world_v2_t2i_leg1
+
+# Leg UNet 2 — from leg 1's EMA weights (each leg restarts its own cosine schedule).
+$PY -m diffenvs.world.training.train_unet --vae $W/v2/vae --init-from runs/world_v2/t2i \
+    --lr 5e-4 --warmup 100 --steps 3000 --out runs/world_v2/t2i_leg2 --save-every 250
+
+# Flow world (issue 21): an SD3-layout model (SD3Transformer2DModel + one small CLIP text encoder
+# saved as both CLIP slots, no T5) trained by rectified flow on the v2 VAE's latents; see
+# docs/world.md, "Flow world: legs". Leg 1 (run in the background next to the UNet leg):
+#   $PY -m diffenvs.world.training.train_flow --steps 2000 --batch-size 32 --lr 1e-3 \
+#       --warmup 200 --save-every 250 --out runs/world_flow/t2i
+# Later legs: --init-from runs/world_flow/t2i --lr 5e-4 --warmup 100 --out runs/world_flow/t2i_leg2
+# Evaluate:
+#   diffenvs world evaluate --pipeline runs/world_flow/t2i --skip oracle judge vae clip diversity \
+#       --steps 20 10 --n-prompts 256 --compare-speed-with world --out-dir out/world_flow_evaluate

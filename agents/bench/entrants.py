@@ -73,6 +73,8 @@ ENTRANTS: dict[str, str] = {
     "ppo-gae": "agents.bench.ppo_entrants:GAEEntrant",
     "reinforce": "agents.bench.reinforce_entrant:ReinforceEntrant",
     "grpo": "agents.bench.grpo_entrant:GRPOEntrant",
+    "draft": "agents.bench.direct_entrant:DRaFTEntrant",
+    "refl": "agents.bench.direct_entrant:ReFLEntrant",
 }
 
 

@@ -1,0 +1,94 @@
+"""The direct reward-backprop agents (:mod:`agents.direct`) as leaderboard entrants.
+
+* ``draft``: DRaFT-1 (Clark et al., "Directly Fine-Tuning Diffusion Models on Differentiable
+  Rewards"), the recipe of the agent's ``target-image`` preset: LoRA rank 4 at lr 1e-2, 8 images
+  per update, the closed-form per-step KL at β = 1e-4 (Võ Mạnh Quyền's β/α).
+* ``refl``: ReFL (Xu et al., "ImageReward"), the same recipe with a random late step's one-step
+  x_0 prediction scored.
+
+Both need a differentiable reward (the JPEG task refuses them with the reward's own error) and the
+denoising env's pipeline, so they run on the world tasks, not on the reference tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agents.bench.entrants import Budget, CurvePoint, Trained
+from agents.bench.tasks import Task
+
+_RECIPE: dict[str, Any] = {
+    "batch_size": 8,
+    "finetune": "lora",
+    "learning_rate": 1e-2,
+    "kl_coef": 1e-4,
+    "eval_episodes": 16,
+    "eval_oracle": False,
+    "eval_judge": False,
+    "progress": False,
+    "save_every": 1_000_000,
+}
+
+
+class _DirectEntrant:
+    name = "draft"
+    summary = ""
+    algorithm = "draft"
+
+    def config(self, task: Task, budget: Budget, seed: int, run_dir: Path) -> Any:
+        from agents.direct.config import DirectConfig
+
+        if task.env_id != "DiffusionDenoise-v0":
+            raise ValueError(
+                f"{self.name} back-propagates through the denoising pipeline's decoder, which the "
+                f"task {task.name!r} ({task.env_id}) does not have; use it on the world tasks."
+            )
+        per_update = _RECIPE["batch_size"]
+        if budget.images < per_update:
+            raise ValueError(
+                f"A budget of {budget.images} images is less than one {self.name} update "
+                f"({per_update} images); raise --images."
+            )
+        return DirectConfig(
+            algorithm=self.algorithm,
+            model=task.model,
+            prompts=task.prompts,
+            eval_prompts=task.eval_prompts,
+            reward=task.reward,
+            num_steps=task.num_steps,
+            guidance_scale=task.guidance_scale,
+            eta=task.eta,
+            num_updates=budget.images // per_update,
+            seed=seed,
+            output_dir=str(run_dir.parent),
+            run_name=run_dir.name,
+            **_RECIPE,
+        )
+
+    def train(self, task: Task, budget: Budget, seed: int, run_dir: Path) -> Trained:
+        from agents.direct.train import train
+
+        cfg = self.config(task, budget, seed, run_dir)
+        result = train(cfg)
+        per_update = cfg.batch_size * cfg.grad_accum_steps
+        curve = [
+            CurvePoint(int(row["update"]) * per_update, float(row["time_s"]), row["reward_mean"])
+            for row in result["history"]
+        ]
+        denoiser = result["policy"].unet.eval()
+        return Trained(denoiser, curve, json.loads(json.dumps(asdict(cfg), default=str)))
+
+
+class DRaFTEntrant(_DirectEntrant):
+    name = "draft"
+    summary = "DRaFT-1: reward gradient through the last sampler step (LoRA, KL 1e-4)"
+    algorithm = "draft"
+
+
+class ReFLEntrant(_DirectEntrant):
+    name = "refl"
+    summary = "ReFL: reward gradient of a random late step's x_0 prediction (LoRA, KL 1e-4)"
+    algorithm = "refl"
