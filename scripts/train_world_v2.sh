@@ -46,7 +46,9 @@ $PY -m diffenvs.world.training.train_unet --vae $W/v2/vae --init-from runs/world
 # docs/world.md, "Flow world: legs". Leg 1 (run in the background next to the UNet leg):
 #   $PY -m diffenvs.world.training.train_flow --steps 2000 --batch-size 32 --lr 1e-3 \
 #       --warmup 200 --save-every 250 --out runs/world_flow/t2i
-# Later legs: --init-from runs/world_flow/t2i --lr 5e-4 --warmup 100 --out runs/world_flow/t2i_leg2
+# Leg 2 (started 19:46 UTC, not yet evaluated):
+#   $PY -m diffenvs.world.training.train_flow --init-from runs/world_flow/t2i --steps 1000 \
+#       --batch-size 32 --lr 5e-4 --warmup 100 --save-every 250 --out runs/world_flow/t2i_leg2
 # Evaluate:
 #   diffenvs world evaluate --pipeline runs/world_flow/t2i --skip oracle judge vae clip diversity \
 #       --steps 20 10 --n-prompts 256 --compare-speed-with world --out-dir out/world_flow_evaluate

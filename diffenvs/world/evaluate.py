@@ -38,7 +38,8 @@ class EvaluateConfig:
     """Also refresh the copies in docs/ (docs/world_metrics.*, docs/images/world_*.png): only for
     the shipped world, when its weights change."""
     pipeline: str = "world"
-    """The text-to-image model: 'world' or a Stable-Diffusion-layout folder (e.g. a training leg's)."""
+    """The text-to-image model: 'world' or a Stable-Diffusion- or SD3-layout folder (e.g. a
+    training leg's; an SD3 pipeline samples with its flow-matching Euler sampler)."""
     vae: str | None = None
     """An AutoencoderKL folder whose reconstructions to measure (default: the pipeline's VAE)."""
     oracle: str | None = None
@@ -165,12 +166,44 @@ def generate(
 ) -> np.ndarray:
     from diffenvs.generate import ImageGenerator
 
+    if hasattr(pipe, "transformer"):  # a flow-matching (SD3-layout) pipeline: its own sampler
+        return np.concatenate(
+            [
+                _generate_flow(pipe, prompts[i : i + batch], seeds[i : i + batch], steps, guidance)
+                for i in tqdm(range(0, len(prompts), batch), desc=f"generate (cfg {guidance})")
+            ]
+        )
     gen = ImageGenerator(pipe, num_inference_steps=steps, guidance_scale=guidance, batch_size=batch)
     out = [
         gen.images(prompts[i : i + batch], seeds[i : i + batch])
         for i in tqdm(range(0, len(prompts), batch), desc=f"generate (cfg {guidance})")
     ]
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def _generate_flow(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float):
+    """uint8 images from an SD3-layout pipeline's own Euler sampler, x_T drawn per (prompt, seed)
+    as ImageGenerator draws it for the UNet world (one generator per image)."""
+    from diffenvs.world.flow_t2i import t5_free_fast_path
+
+    config = pipe.transformer.config
+    shape = (config.in_channels, config.sample_size, config.sample_size)
+    exact_shortcut = {}  # no T5: its 256 zero rows as one token, same images (flow_t2i)
+    if getattr(pipe, "text_encoder_3", 0) is None and not config.get("dual_attention_layers"):
+        exact_shortcut = t5_free_fast_path(pipe)
+    latents = torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    )
+    out = pipe(
+        list(prompts),
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        latents=latents.to(pipe.device, pipe.transformer.dtype),
+        output_type="np",
+        **exact_shortcut,
+    ).images
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
 def renderer_showcase(path: Path) -> None:
