@@ -40,6 +40,8 @@ diffenvs world evaluate --pipeline runs/world_v2/t2i --skip oracle judge vae cli
 # Leg UNet 2 — from leg 1's EMA weights (each leg restarts its own cosine schedule).
 $PY -m diffenvs.world.training.train_unet --vae $W/v2/vae --init-from runs/world_v2/t2i \
     --lr 5e-4 --warmup 100 --steps 3000 --out runs/world_v2/t2i_leg2 --save-every 250
+rm -rf $W/v2/t2i && cp -r runs/world_v2/t2i_leg2 $W/v2/t2i
+# Next UNet legs: --init-from $W/v2/t2i --lr 5e-4 --warmup 100 (position is still at chance).
 
 # Flow world (issue 21): an SD3-layout model (SD3Transformer2DModel + one small CLIP text encoder
 # saved as both CLIP slots, no T5) trained by rectified flow on the v2 VAE's latents; see
