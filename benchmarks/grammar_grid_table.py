@@ -1,4 +1,4 @@
-"""Seed 003 Table 3 on GrammarGrid-v0: {Q, SARSA, Random} × {reward 1, 2, 3} × {ε 0.01, 0.1}.
+"""Marathe's (Reinforcement Learning from Diffusion Feedback) Table 3 on GrammarGrid-v0: {Q, SARSA, Random} × {reward 1, 2, 3} × {ε 0.01, 0.1}.
 
 One command writes the table (mean ± std over seeds) to ``benchmarks/results/grammar_grid/grammar_grid.md``,
 the raw numbers to ``benchmarks/results/grammar_grid/grammar_grid.json`` and learning curves to

@@ -167,7 +167,7 @@ def write_report(cfg: PreferenceBenchConfig, res: dict) -> None:
         f"Written by `python benchmarks/preference_table.py{_args()}`"
         f" ({res['minutes']:.1f} min"
         f" on {res.get('threads', 2)} CPU thread(s), of which "
-        f"{res['generation_minutes']:.1f} generating images). Seed 002 Table 1 on the embedded world.",
+        f"{res['generation_minutes']:.1f} generating images). Võ Mạnh Quyền's (Improving Text-to-Image Models with AI Feedback) Table 1 on the embedded world.",
         "",
         f"{cfg.train_tasks} train tasks (train-split prompts) and {cfg.heldout_tasks} held-out tasks"
         f" (held-out prompts), {cfg.images_per_task} world-model samples each"

@@ -135,7 +135,7 @@ def run_method(name: str, env_args: PromptEnvArgs, budget: int, seed: int) -> di
 
 
 def picture(rows: list[dict[str, Any]], env_args: PromptEnvArgs, path: Path) -> None:
-    """Seed 000 Fig. 4: per row, seed-prompt image | learned (SQL) prompt image | target."""
+    """Gudibande & Zhu's (Preference Learning for Text-to-Image Prompt Tuning using RL) Fig. 4: per row, seed-prompt image | learned (SQL) prompt image | target."""
     env = make_env(env_args)
     u = env.unwrapped
     tiles = []

@@ -1,6 +1,7 @@
 """PromptAppend-v0 in Gudibande & Zhu's protocol: learn on the training tasks, judge on unseen test tasks.
 
-Seed 000 trains RLPrompt on the 80 % training part of a prompt dataset and reports the 20 % test
+Gudibande & Zhu (Preference Learning for Text-to-Image Prompt Tuning using RL) train RLPrompt on
+the 80 % training part of a prompt dataset and report the 20 % test
 part. Here every method spends the same budget of reward evaluations on the world's *training*
 tasks (all categories mixed) and then writes one prompt per *test* task without evaluating any
 reward there:
@@ -223,7 +224,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "# PromptAppend-v0: train on training tasks, judge on unseen test tasks",
         "",
         written_by([result["command"]], "prompt_append_transfer.py")
-        + " (do not edit by hand). Seed 000's protocol: every "
+        + " (do not edit by hand). Gudibande & Zhu's protocol: every "
         f"method spends **{cfg['budget']} reward evaluations on the world's training tasks** "
         "(162 tasks, all categories) and then writes one prompt per test task (38 tasks, none seen "
         "in training) without evaluating any reward on it. Image similarity to the target (seed "

@@ -148,7 +148,7 @@ def test_lab_conversion_matches_reference_values():
     torch.testing.assert_close(lab, expected, atol=0.05, rtol=0)
 
 
-def test_colourfulness_follows_seed_004_appendix_a():
+def test_colourfulness_follows_kristiansen_vagen_appendix_a():
     reward = Colourfulness()
     assert float(reward(solid((0.5, 0.5, 0.5)))) == 0.0  # grey: no vivid pixel
     assert float(reward(solid((1.0, 0.0, 0.0)))) == pytest.approx(0.0, abs=1e-6)  # one hue: 0 bits
@@ -160,7 +160,7 @@ def test_colourfulness_follows_seed_004_appendix_a():
     assert float(reward(rainbow)) <= math.log2(7) and float(reward(rainbow)) > 2.0
 
 
-def test_target_rmse_is_seed_004_algorithm_1(tmp_path):
+def test_target_rmse_is_kristiansen_vagen_algorithm_1(tmp_path):
     target = torch.full((3, 8, 8), 0.5)
     reward = TargetRMSE(target)
     assert float(reward(target[None])) == pytest.approx(0.0, abs=1e-6)

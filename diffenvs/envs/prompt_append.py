@@ -296,7 +296,7 @@ class PromptAppendEnv(gym.Env):
     def candidate_similarities(self, tokens: Sequence[int] | None = None) -> np.ndarray:
         """Float (V,): for each word ``w``, the cosine similarity of the CLIP *text* embedding of
         the prompt with ``w`` appended (after ``tokens``, default: the words appended so far) and
-        the target image's CLIP embedding. Seed 001's prior over the next word; it generates no
+        the target image's CLIP embedding. ImagePrompt's (Naik, Bharadwaj & Bharadwaj) prior over the next word; it generates no
         image and costs no reward evaluation."""
         tokens = list(self._tokens if tokens is None else tokens)
         prompts = [self.prompt_of([*tokens, w]) for w in range(self.V)]

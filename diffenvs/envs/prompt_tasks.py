@@ -271,7 +271,7 @@ def caption_vocabulary(
     n_captions: int = 5,
     pool: int = 1000,
 ) -> list[str]:
-    """Seed 001's prompt space, built from captions and ranked by CLIP similarity to the target.
+    """ImagePrompt's (Naik, Bharadwaj & Bharadwaj) prompt space, built from captions and ranked by CLIP similarity to the target.
 
     The world has no captioning model, so the ``n_captions`` world captions (of ``pool`` sampled
     ones) closest to the target image in CLIP space stand in for BLIP captions. Their words (minus
