@@ -12,12 +12,10 @@ denoising env's pipeline, so they run on the world tasks, not on the reference t
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from agents.bench.entrants import Budget, CurvePoint, Trained
+from agents.bench.entrants import Budget, Trained, trained_from_run
 from agents.bench.tasks import Task
 
 _RECIPE: dict[str, Any] = {
@@ -72,14 +70,7 @@ class _DirectEntrant:
         from agents.direct.train import train
 
         cfg = self.config(task, budget, seed, run_dir)
-        result = train(cfg)
-        per_update = cfg.batch_size * cfg.grad_accum_steps
-        curve = [
-            CurvePoint(int(row["update"]) * per_update, float(row["time_s"]), row["reward_mean"])
-            for row in result["history"]
-        ]
-        denoiser = result["policy"].unet.eval()
-        return Trained(denoiser, curve, json.loads(json.dumps(asdict(cfg), default=str)))
+        return trained_from_run(train(cfg), cfg, cfg.batch_size * cfg.grad_accum_steps)
 
 
 class DRaFTEntrant(_DirectEntrant):

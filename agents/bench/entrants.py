@@ -66,6 +66,20 @@ class Entrant(Protocol):
     def train(self, task: Task, budget: Budget, seed: int, run_dir: Path) -> Trained: ...
 
 
+def trained_from_run(result: dict[str, Any], config: Any, images_per_update: int) -> Trained:
+    """A :class:`Trained` from the result of a suite agent's ``train(cfg)`` (PPO, GRPO, direct):
+    its policy's UNet, one curve point per logged update, and its config as JSON."""
+    import json
+    from dataclasses import asdict
+
+    curve = [
+        CurvePoint(int(row["update"]) * images_per_update, float(row["time_s"]), row["reward_mean"])
+        for row in result["history"]
+    ]
+    options = json.loads(json.dumps(asdict(config), default=str))
+    return Trained(result["policy"].unet.eval(), curve, options)
+
+
 #: Built-in entrants: name -> "module:factory" (a class or function returning an Entrant).
 ENTRANTS: dict[str, str] = {
     "ppo": "agents.bench.ppo_entrants:DDPOEntrant",

@@ -18,12 +18,10 @@ CPU recipe. The budget's images set the number of updates; PPO's own before/afte
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agents.bench.entrants import Budget, CurvePoint, Trained
+from agents.bench.entrants import Budget, Trained, trained_from_run
 from agents.bench.tasks import Task
 
 _RECIPE: dict[str, Any] = {
@@ -87,14 +85,7 @@ class _PPOEntrant:
         from agents.ppo.train import train
 
         cfg = self.config(task, budget, seed, run_dir)
-        result = train(cfg)
-        per_update = cfg.num_envs * cfg.episodes_per_update
-        curve = [
-            CurvePoint(int(row["update"]) * per_update, float(row["time_s"]), row["reward_mean"])
-            for row in result["history"]
-        ]
-        denoiser = result["policy"].unet.eval()
-        return Trained(denoiser, curve, json.loads(json.dumps(asdict(cfg), default=str)))
+        return trained_from_run(train(cfg), cfg, cfg.num_envs * cfg.episodes_per_update)
 
 
 class DDPOEntrant(_PPOEntrant):
