@@ -15,11 +15,20 @@ step's one-step x_0 prediction, plus the KL term of its eq. 5. Here:
    model): the win rate of each fine-tuned image over the base image with the same prompt, seed
    and noise (a tie counts half); prompt following by the independent judge (and the oracle).
 
-    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --stage reward-model   # ~5 min, once
-    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --seed 0               # one ReFL run
-    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --seed 0 --direct.num-updates 20
+``--stage diagnose`` (no sampling, ~2 min) reads the existing tasks with the oracle and tells,
+for every style a labeler could prefer, how much of the labeler's within-task utility variance it
+carries and what held-out pair accuracy a clip-mlp reward model reaches on it: pick a preference
+the reward model can see (docs/results/direct.md: pastel, not blurred).
 
-Writes benchmarks/results/direct/miniature_seedS.json (and the before/after grid, curves).
+    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --stage diagnose
+    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --stage reward-model --preference pastel \
+        --styled-tasks 300 --styled-modifier pastel                  # tasks + labels + model, once
+    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --preference pastel --styled-tasks 300 \
+        --styled-modifier pastel --seed 0 --direct.learning-rate 1e-2 --direct.kl-coef 1e-4
+
+Tasks, labels (one file per preference) and reward models live under ``--work`` and are reused.
+Writes OUT/miniature_PREFERENCE_seedS.json (with the per-image utilities) and, in the run folder,
+the before/after grid and curves.
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ MINIATURE = DirectConfig(
 class MiniatureConfig:
     """The AI-feedback miniature: labels → clip-mlp reward model → ReFL → ground-truth win rate."""
 
-    stage: Literal["reward-model", "refl", "all"] = "refl"
+    stage: Literal["diagnose", "reward-model", "refl", "all"] = "refl"
     preference: str = "blurred"
     """The attribute the synthetic labeler likes (besides prompt following)."""
     train_tasks: int = 300
@@ -57,8 +66,12 @@ class MiniatureConfig:
     styled_tasks: int = 0
     """Extra train tasks with one image per task drawn with a random style modifier appended (more
     varied candidates: the preferred style appears more often); 0: none."""
+    styled_modifier: str | None = None
+    """The modifier the styled images get (e.g. the preferred one); None: a random one of eight."""
     work: Path = Path("runs/direct_miniature")
     """Tasks, labels and the reward model (reused when present)."""
+    diagnose_train: int = 3
+    """``--stage diagnose``: train a reward model for this many preferences (0: variances only)."""
     seed: int = 0
     """The ReFL run's seed (the labels and reward model use seed 0)."""
     direct: DirectConfig = field(default_factory=lambda: MINIATURE)
@@ -78,6 +91,8 @@ def reward_model(cfg: MiniatureConfig) -> Path:
     )
 
     suffix = f"-styled{cfg.styled_tasks}" if cfg.styled_tasks else ""
+    if cfg.styled_tasks and cfg.styled_modifier:
+        suffix += f"-{cfg.styled_modifier}"
     folder = cfg.work / f"{cfg.preference}-clip-mlp{suffix}"
     if (folder / "reward_model.json").is_file():
         return folder
@@ -91,6 +106,8 @@ def reward_model(cfg: MiniatureConfig) -> Path:
         splits.append(("train_styled", "train", cfg.styled_tasks, 2, 1))
     for name, split, n, seed, styled in splits:
         tasks_dir = cfg.work / f"tasks_{name}"
+        if styled and cfg.styled_modifier:
+            tasks_dir = cfg.work / f"tasks_{name}_{cfg.styled_modifier}"
         if (tasks_dir / "tasks.jsonl").is_file() and len(read_sets(tasks_dir)) == n:
             sets[name] = read_sets(tasks_dir)
         else:
@@ -104,18 +121,22 @@ def reward_model(cfg: MiniatureConfig) -> Path:
                 seed=seed,
                 id_prefix=name[0] if not styled else "s",
                 styled=styled,
+                styles=(cfg.styled_modifier,) if styled and cfg.styled_modifier else None,
             )
     labeler = SyntheticLabeler(cfg.preference, seed=0)
     labelled = {name: [labeler.rank(t) for t in tasks] for name, tasks in sets.items()}
     train_sets = labelled["train"] + labelled.get("train_styled", [])
-    write_sets(cfg.work / f"labels_train{suffix}.jsonl", train_sets)
-    write_sets(cfg.work / "labels_heldout.jsonl", labelled["heldout"])
+    # One labels file per labeler (preference), so labelling for another never overwrites it.
+    train_labels = cfg.work / f"labels_{cfg.preference}_train{suffix}.jsonl"
+    heldout_labels = cfg.work / f"labels_{cfg.preference}_heldout.jsonl"
+    write_sets(train_labels, train_sets)
+    write_sets(heldout_labels, labelled["heldout"])
     result = train_reward_model(
         TrainRewardConfig(
-            cfg.work / f"labels_train{suffix}.jsonl",
+            train_labels,
             folder,
             model="clip-mlp",
-            heldout_labels=cfg.work / "labels_heldout.jsonl",
+            heldout_labels=heldout_labels,
             images_root=None,
         )
     )
@@ -125,10 +146,93 @@ def reward_model(cfg: MiniatureConfig) -> Path:
         "train_tasks": cfg.train_tasks,
         "heldout_tasks": cfg.heldout_tasks,
         "styled_tasks": cfg.styled_tasks,
+        "styled_modifier": cfg.styled_modifier,
+        "preference": cfg.preference,
+        "folder": str(folder),
     }
     write_json(folder / "miniature_reward_model.json", summary)
+    write_json(cfg.out / f"reward_model_{folder.name}.json", summary)
     print(summary)
     return folder
+
+
+def diagnose(cfg: MiniatureConfig) -> dict[str, Any]:
+    """Which preference can a clip-mlp reward model learn from these tasks? (cheap: no sampling)
+
+    On the existing train/held-out task images (made by the sampler ReFL trains), for every style
+    modifier the labeler could prefer: the mean oracle P(modifier), the within-task variance of
+    P(modifier) against that of prompt following (the labeler's utility is their sum), and, for
+    ``--diagnose-train`` of them (the most within-task variance first), the held-out pair accuracy
+    of a clip-mlp reward model trained on that labeler's rankings.
+    """
+    from diffenvs.preference import (
+        SyntheticLabeler,
+        TrainRewardConfig,
+        read_sets,
+        train_reward_model,
+        write_sets,
+    )
+    from diffenvs.rewards import OracleReward
+    from diffenvs.world.attributes import MODIFIERS
+
+    missing = [
+        n for n in ("train", "heldout") if not (cfg.work / f"tasks_{n}/tasks.jsonl").is_file()
+    ]
+    if missing:
+        raise SystemExit(
+            f"--stage diagnose reads existing tasks; {cfg.work}/tasks_{missing[0]} has none. Make "
+            "them first: python benchmarks/direct_miniature.py --stage reward-model"
+        )
+    sets = {n: read_sets(cfg.work / f"tasks_{n}") for n in ("train", "heldout")}
+    images = {n: [t.load_images() for t in ts] for n, ts in sets.items()}
+    follow = OracleReward(soft=True)
+
+    def per_task(reward: OracleReward) -> np.ndarray:
+        return np.stack(
+            [
+                reward.evaluate(im, [t.prompt] * len(im)).rewards.detach().double().numpy()
+                for t, im in zip(sets["train"], images["train"], strict=True)
+            ]
+        )
+
+    f = per_task(follow)
+    rows = []
+    for m in MODIFIERS:
+        p = per_task(OracleReward(target=m, soft=True))
+        u = p + f
+        rows.append(
+            {
+                "preference": m,
+                "mean_p": float(p.mean()),
+                "within_var_preference": float(p.var(axis=1).mean()),
+                "within_var_following": float(f.var(axis=1).mean()),
+                "within_var_utility": float(u.var(axis=1).mean()),
+                "share_preference": float(p.var(axis=1).mean() / max(u.var(axis=1).mean(), 1e-12)),
+            }
+        )
+    rows.sort(key=lambda r: -r["within_var_preference"])
+    for r in rows[: cfg.diagnose_train]:
+        folder = cfg.work / f"diag-{r['preference']}"
+        labeler = SyntheticLabeler(r["preference"], seed=0)
+        for n, ts in sets.items():
+            labelled = [labeler.rank(t, im) for t, im in zip(ts, images[n], strict=True)]
+            write_sets(folder / f"labels_{n}.jsonl", labelled)
+        res = train_reward_model(
+            TrainRewardConfig(
+                folder / "labels_train.jsonl",
+                folder / "rm",
+                model="clip-mlp",
+                heldout_labels=folder / "labels_heldout.jsonl",
+            )
+        )
+        r["heldout_accuracy"] = res["heldout_accuracy"]
+        r["val_accuracy"] = res["val_accuracy"]
+        print(r)
+    out = {"train_tasks": len(sets["train"]), "heldout_tasks": len(sets["heldout"]), "rows": rows}
+    write_json(cfg.out / "diagnose.json", out)
+    for r in rows:
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
+    return out
 
 
 def win_rate(before: np.ndarray, after: np.ndarray) -> float:
@@ -170,6 +274,7 @@ def refl(cfg: MiniatureConfig, rm: Path) -> dict[str, Any]:
         "oracle_following_before": float(np.mean(b["accuracy"])),
         "oracle_following_after": float(np.mean(a["accuracy"])),
         "held_out_images": len(prompts),
+        "utility_per_image": {"before": u_before.tolist(), "after": u_after.tolist()},
         "minutes": minutes,
         "update_s_mean": float(np.mean([h["update_s"] for h in result["history"]])),
         "peak_mem_mb": result["eval"]["peak_mem_mb"],
@@ -190,6 +295,9 @@ def main(cfg: MiniatureConfig) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if cfg.stage == "diagnose":
+        diagnose(cfg)
+        return
     rm = reward_model(cfg)
     if cfg.stage == "reward-model":
         return

@@ -7,17 +7,25 @@ steps per update (minibatches of 8 images x 10 steps), clip 1e-4 on the *mean*-r
 log-ratio within about +-0.2 nats on the world's 2,048 latent dims), advantage clip 5, no KL (so
 the env skips the base model: one guided UNet pass per rollout step).
 
+One choice differs from the issue's first run: ``pg_min_std`` 0.1, i.e. the two low-noise steps
+(sigma 0.041 and 0.021 on this schedule) give no policy gradient. They carry ~95 % of the squared
+policy-gradient norm while their noise hardly changes the JPEG size, and with them PPO did not
+learn (``--pg-min-std 0``; ``benchmarks/ppo_jpeg_diagnose.py`` measures why).
+
 Per seed it reports rollout samples/s, s/update, peak RSS, the held-out reward (32 world:heldout
 prompts, same seeds and noise before and after) and the image diversity across prompts before and
 after (mean RMS pixel distance between different prompts' images; "collapsed" below 50 % of the
 base model's). Seeds run one after another, each in its own process (so peak RSS is per run).
 
-    python benchmarks/ppo_jpeg.py                          # 3 seeds x 40 updates, ~25 min, 1 thread
+    python benchmarks/ppo_jpeg.py                          # 3 seeds x 40 updates, ~15-25 min each
     python benchmarks/ppo_jpeg.py --seeds 0 --updates 4    # a quick check
+    python benchmarks/ppo_jpeg.py --pg-min-std 0           # every step's gradient (did not learn)
     python benchmarks/ppo_jpeg.py --logprob-reduction sum  # the old ratio, for comparison
 
 Raw outputs: ``benchmarks/results/ppo/jpeg/<tag>/seed<k>/`` (the run folder: progress.csv,
-inner_steps.csv, eval.json, samples.png) and ``summary.json`` / ``summary.md`` next to them.
+inner_steps.csv, eval.json, samples.png) and ``summary.json`` / ``summary.md`` next to them;
+``benchmarks/ppo_jpeg_paired.py --folder <that folder>`` compares the training rewards with the
+base model's on the same rollouts.
 """
 
 from __future__ import annotations
@@ -46,14 +54,18 @@ class Args:
     logprob_reduction: Literal["mean", "sum"] = "mean"
     clip_range: float = 1e-4
     samples_per_prompt: int = 4
-    pg_min_std: float = 0.0
+    pg_min_std: float = 0.1
+    """0.1 drops the two low-noise steps from the policy gradient (what makes this set-up learn);
+    0: the policy gradient of every step (the issue's first run)."""
     prompt_stats: Literal["batch", "tracker"] = "batch"
     """'tracker': DDPO's per-prompt statistics across updates (the 16 prompts recur every ~4 updates)."""
-    """0: the policy gradient of every step (the issue's set-up); 0.1 drops the two low-noise steps."""
     eval_episodes: int = 32
     threads: int = 1
     tag: str | None = None
-    """Sub-folder of benchmarks/results/ppo/jpeg/ (default: '<reduction>_u<updates>')."""
+    """Sub-folder of benchmarks/results/ppo/jpeg/ (default: '<reduction>[_pgmin<x>]_u<updates>')."""
+    reuse: bool = False
+    """Keep the seeds whose result (seed<k>.json) is already in the folder, run only the others, and
+    summarise them all (a benchmark run split over several sittings)."""
     one_seed: int | None = None
     """Internal: run this seed in this process and write its result (the driver's child)."""
 
@@ -166,7 +178,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main(args: Args) -> None:
-    folder = OUT / (args.tag or f"{args.logprob_reduction}_u{args.updates}")
+    pgmin = f"_pgmin{args.pg_min_std:g}" if args.pg_min_std > 0 else ""
+    folder = OUT / (args.tag or f"{args.logprob_reduction}{pgmin}_u{args.updates}")
     folder.mkdir(parents=True, exist_ok=True)
     if args.one_seed is not None:
         result = run_seed(args, args.one_seed, folder)
@@ -175,6 +188,10 @@ def main(args: Args) -> None:
     (folder / "prompts.txt").write_text("\n".join(world_prompts()) + "\n")
     rows = []
     for seed in args.seeds:
+        done = folder / f"seed{seed}.json"
+        if args.reuse and done.exists():
+            rows.append(json.loads(done.read_text()))
+            continue
         cmd = [sys.executable, __file__, "--one-seed", str(seed), "--updates", str(args.updates)]
         cmd += ["--logprob-reduction", args.logprob_reduction, "--clip-range", str(args.clip_range)]
         cmd += ["--eval-episodes", str(args.eval_episodes), "--threads", str(args.threads)]

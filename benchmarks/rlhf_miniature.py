@@ -63,6 +63,10 @@ RLHF_PPO = PPOConfig(
     save_every=20,
     output_dir="runs/rlhf",
     torch_threads=2,
+    # The reduction its documented results (docs/results/preference.md) were measured with;
+    # PPOConfig's default became 'mean' with clip 1e-4 in issue 20.
+    logprob_reduction="sum",
+    clip_range=1e-3,
 )
 
 

@@ -69,7 +69,9 @@ def labelled_grid(
             if c == 0:
                 ax.set_ylabel("\n".join(textwrap.wrap(label, 16)), fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=10)
+        # About 13 characters per column inch at this size: wrap so the title fits the figure.
+        width = max(40, int(13 * fig.get_size_inches()[0]))
+        fig.suptitle("\n".join(textwrap.wrap(title, width)), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -110,17 +112,28 @@ def run_demo(out: Path, steps: int = 20, guidance_scale: float = 4.0, seed: int 
 
 
 def _reward_story(reward: str) -> tuple[str, str | None]:
-    """A sentence naming the reward, and the modifier it asks for (None: no picture of it)."""
+    """A sentence naming the reward, and the style modifier it asks for (None: no picture of it).
+
+    Understands one oracle style (``oracle:pastel``) and a sum of one with prompt following
+    (``oracle:pastel+oracle``, weights allowed: ``2*oracle:pastel+oracle``)."""
     from diffenvs.world.attributes import MODIFIERS
 
-    attr = reward.partition(":")[2] if reward.startswith("oracle:") else ""
-    if attr in MODIFIERS:
-        return (
-            f"reward = the world oracle's probability that an image is '{attr}' "
-            f"(`{reward}`); the prompts never ask for it",
-            attr,
+    terms = [t.strip().partition("*")[2] or t.strip() for t in reward.split("+")]
+    styles = [t.partition(":")[2] for t in terms if t.startswith("oracle:")]
+    style = next((m for m in styles if m in MODIFIERS), None)
+    if style is None:
+        return f"reward = `{reward}`", None
+    story = (
+        f"reward = the world oracle's probability that an image is '{style}' (`{reward}`); "
+        "the prompts never ask for it"
+    )
+    if "oracle" in terms:
+        story = (
+            f"reward = the world oracle's probability that an image is '{style}' plus its "
+            f"probability that the image shows what the prompt asks for (`{reward}`): the "
+            f"prompts never ask for '{style}', and the second term pays for keeping them"
         )
-    return f"reward = `{reward}`", None
+    return story, style
 
 
 def _eval_prompts(cfg: Any, n: int) -> list[str]:
@@ -132,7 +145,14 @@ def _eval_prompts(cfg: Any, n: int) -> list[str]:
     return [source.sample(rng) for _ in range(n)]
 
 
-def _curve(history: list[dict[str, float]], before: float, after: float, path: Path, label: str):
+def _curve(
+    history: list[dict[str, float]],
+    before: float,
+    after: float,
+    path: Path,
+    label: str,
+    images_per_update: int,
+):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +163,13 @@ def _curve(history: list[dict[str, float]], before: float, after: float, path: P
     k = min(8, len(y))
     smooth = np.convolve(y, np.ones(k) / k, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.plot(x, y, color="0.75", lw=1, label="mean reward of each update's 8 training images")
+    ax.plot(
+        x,
+        y,
+        color="0.75",
+        lw=1,
+        label=f"mean reward of each update's {images_per_update} training images",
+    )
     ax.plot(x[k - 1 :], smooth, color="C0", lw=2, label=f"moving average ({k} updates)")
     ax.axhline(before, color="C3", ls="--", lw=1, label=f"held-out, base model: {before:.2f}")
     ax.axhline(after, color="C2", ls="--", lw=1, label=f"held-out, after PPO: {after:.2f}")
@@ -153,6 +179,23 @@ def _curve(history: list[dict[str, float]], before: float, after: float, path: P
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _judge_following(before: np.ndarray, after: np.ndarray, prompts: list[str]) -> dict | None:
+    """Prompt following as the independent judge reads it (the reward-hacking check: the demo's
+    reward uses the oracle, never the judge); None when no judge is installed."""
+    from diffenvs.models import ModelNotFoundError, load_judge
+    from diffenvs.rewards import OracleReward
+
+    try:
+        judge = OracleReward(soft=False, oracle=load_judge())
+    except (ModelNotFoundError, FileNotFoundError, ValueError):
+        return None
+    read = [
+        float(judge.evaluate(x, prompts).details["accuracy"].float().mean())
+        for x in (before, after)
+    ]
+    return {"before": read[0], "after": read[1]}
 
 
 def run_ppo_demo(out: Path, updates: int | None = None, seed: int = 0) -> dict:
@@ -212,20 +255,33 @@ def run_ppo_demo(out: Path, updates: int | None = None, seed: int = 0) -> dict:
     )
     b, a = summary["before"], summary["after"]
     curve = out / "ppo_curve.png"
-    _curve(result["history"], b["reward_mean"], a["reward_mean"], curve, cfg.reward)
-    what = f"'{attr}' probability" if attr else "reward"
-    aim = f"images that the world oracle reads as '{attr}'" if attr else f"a higher `{cfg.reward}`"
+    _curve(result["history"], b["reward_mean"], a["reward_mean"], curve, cfg.reward, cfg.num_envs)
     text = (
         f"What changed: in {minutes:.1f} min, {len(result['history'])} PPO updates fine-tuned "
-        f"the world's diffusion model towards {aim}. On {int(b['n'])} held-out prompts (same "
-        f"noise before and after) the mean {what} went from {b['reward_mean']:.2f} to "
+        f"the world's diffusion model ({story}). On {int(b['n'])} held-out prompts (same noise "
+        f"before and after) the mean reward went from {b['reward_mean']:.2f} to "
         f"{a['reward_mean']:.2f}"
     )
+    if attr is not None:
+        from diffenvs.rewards import OracleReward
+
+        style = OracleReward(target=attr, soft=True)
+        p_before = float(style(before["images"]).detach().mean())
+        p_after = float(style(after["images"]).detach().mean())
+        summary["style"] = {"name": attr, "before": p_before, "after": p_after}
+        text += f"; the '{attr}' probability from {p_before:.2f} to {p_after:.2f}"
     if "oracle_accuracy" in b and "oracle_accuracy" in a:
         text += (
-            f", while the oracle's reading of what the prompts ask for (count, shape, colour, "
-            f"size, position, background) went from {100 * b['oracle_accuracy']:.0f} % to "
+            f"; the oracle's reading of what the prompts ask for (count, shape, colour, size, "
+            f"position, background) from {100 * b['oracle_accuracy']:.0f} % to "
             f"{100 * a['oracle_accuracy']:.0f} %"
+        )
+    judged = _judge_following(before["images"], after["images"], _eval_prompts(cfg, int(b["n"])))
+    if judged is not None:
+        summary["judge_following"] = judged
+        text += (
+            f"; the independent judge's reading (never part of a reward) from "
+            f"{100 * judged['before']:.0f} % to {100 * judged['after']:.0f} %"
         )
     text += (
         f". Pictures: {grid} (columns labelled with their prompts) and {curve} (reward per "

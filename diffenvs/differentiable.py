@@ -98,7 +98,12 @@ class DifferentiableSampler:
                 "from_env needs a DiffusionDenoise-v0 env (its unwrapped env exposes .sampler); "
                 f"got {type(inner).__name__}."
             )
-        pipe = getattr(inner, "pipeline", None) or inner.core.pipe
+        pipe = getattr(inner, "pipeline", None)
+        if pipe is None:
+            raise TypeError(
+                f"from_env needs an env exposing its pipeline (.pipeline); {type(inner).__name__} "
+                "has none: build DifferentiableSampler(env.unwrapped.sampler, pipe) directly."
+            )
         return cls(sampler, pipe)
 
     # ----------------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ from diffenvs.logprob import StepDistribution
 SDE_TYPES = ("sde", "cps")
 """``"sde"``: Flow-GRPO's SDE step; ``"cps"``: Wang & Yu's coefficients-preserving step."""
 
+#: The largest per-step std of an SDE step (latents have unit scale); see :func:`flow_coefficients`.
+MAX_SDE_STD = 5.0
+
 _FIELDS = ("x_coeff", "v_coeff", "std", "sigma", "sigma_next", "timestep", "prev_timestep")
 
 
@@ -134,6 +137,17 @@ def flow_coefficients(
         x_coeff = 1 + dt * corr
         v_coeff = dt * (1 + corr * (1 - sigma))
         std = torch.sqrt(s2) * torch.sqrt(-dt)
+        # s_σ grows like 1/√(1 - σ): a schedule whose sigmas stay within a hair of 1 for several
+        # steps (FLUX's resolution shift on tiny images) gives steps of std ≫ 1 that wreck x.
+        wild = (levels > 0) & (std > MAX_SDE_STD)
+        if bool(wild.any()):
+            k = int(wild.nonzero()[0])
+            raise ValueError(
+                f"The Flow-GRPO SDE step {k} has std {float(std[k]):.3g} (σ = {float(sigma[k]):.6f}, "
+                f"noise level {float(levels[k]):g}): with σ this close to 1 the step's noise "
+                f"√(σ/(1-σ)) explodes. Use sde_type='cps' (bounded by σ'), a smaller noise level, "
+                "or a noise window (a per-step noise_level) that is 0 on these steps."
+            )
     else:
         std = nxt * torch.sin(levels * math.pi / 2)
         c = torch.sqrt((nxt**2 - std**2).clamp_min(0))

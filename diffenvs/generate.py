@@ -67,7 +67,9 @@ class ImageGenerator:
         if missing:
             raise ArgumentTypeError(
                 f"pipeline must be a model name/folder or a loaded Stable-Diffusion-layout "
-                f"pipeline; got a {type(pipeline).__name__} without {missing}."
+                f"pipeline; got a {type(self.pipe).__name__} without {missing}. The image "
+                "generator behind PromptAppend-v0 and GrammarGrid-v0 runs UNet pipelines (SD 1.x/"
+                "2.x, the world); flow-matching models (SD3, FLUX) run in DiffusionDenoise-v0."
             )
         n_train = int(self.pipe.scheduler.config.num_train_timesteps)
         if num_inference_steps > n_train:

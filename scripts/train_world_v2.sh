@@ -41,7 +41,12 @@ diffenvs world evaluate --pipeline runs/world_v2/t2i --skip oracle judge vae cli
 $PY -m diffenvs.world.training.train_unet --vae $W/v2/vae --init-from runs/world_v2/t2i \
     --lr 5e-4 --warmup 100 --steps 3000 --out runs/world_v2/t2i_leg2 --save-every 250
 rm -rf $W/v2/t2i && cp -r runs/world_v2/t2i_leg2 $W/v2/t2i
-# Next UNet legs: --init-from $W/v2/t2i --lr 5e-4 --warmup 100 (position is still at chance).
+# Leg UNet 3 — the same UNet moved to zero terminal SNR + v-prediction + trailing timesteps
+# (position followed x_T, not the prompt, under SD's schedule: docs/world.md, "Why position was
+# at chance"). Probe: python benchmarks/world_position_probe.py --pipeline runs/world_v2/t2i_zsnr_leg1
+$PY -m diffenvs.world.training.train_unet --vae $W/v2/vae --init-from $W/v2/t2i --schedule zero-snr \
+    --lr 5e-4 --warmup 100 --steps 4500 --save-every 250 --out runs/world_v2/t2i_zsnr_leg1
+# Next UNet legs: --init-from $W/v2/t2i --schedule zero-snr --lr 5e-4 --warmup 100.
 
 # Flow world (issue 21): an SD3-layout model (SD3Transformer2DModel + one small CLIP text encoder
 # saved as both CLIP slots, no T5) trained by rectified flow on the v2 VAE's latents; see

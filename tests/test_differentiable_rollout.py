@@ -165,6 +165,23 @@ def test_stop_at_returns_the_one_step_x0_prediction_and_kl(pipe):
     assert float(g.abs().sum()) > 0
 
 
+def test_env_exposes_its_pipeline_read_only_and_from_env_uses_it(pipe):
+    env = make(pipe, num_steps=3)
+    assert env.unwrapped.pipeline is pipe
+    with pytest.raises(AttributeError):
+        env.unwrapped.pipeline = object()
+    assert DifferentiableSampler.from_env(env).pipe is pipe
+    vec = gym.make_vec(ENV_ID, num_envs=2, model=pipe, prompts=PROMPTS, num_steps=3)
+    assert vec.unwrapped.pipeline is pipe
+    assert DifferentiableSampler.from_env(vec).pipe is pipe
+
+    class NoPipeline(gym.Env):  # a sampler but no public pipeline: refused with the way out
+        sampler = env.unwrapped.sampler
+
+    with pytest.raises(TypeError, match=r"\.pipeline"):
+        DifferentiableSampler.from_env(NoPipeline())
+
+
 def test_rollout_errors_say_what_is_wrong(pipe):
     env = make(pipe, num_steps=3)
     diff = DifferentiableSampler.from_env(env)

@@ -74,6 +74,16 @@ def test_every_algorithm_trains_only_the_lora_weights(pipe, algorithm):
     assert not any("lora" in n for n, _ in pipe.unet.named_parameters())
 
 
+def test_a_saved_run_keeps_both_evaluations_and_the_grid(pipe, tmp_path):
+    from agents.direct.train import train
+
+    train(tiny_config(pipe, algorithm="refl", save=True, output_dir=str(tmp_path), run_name="r"))
+    run = tmp_path / "r"
+    before, after = np.load(run / "eval_before.npz"), np.load(run / "eval_after.npz")
+    assert before["images"].shape == after["images"].shape == (4, 16, 16, 3)
+    assert (run / "before_after.png").is_file()
+
+
 def test_resume_continues_like_an_uninterrupted_run(pipe, tmp_path):
     from agents.direct.train import train
 

@@ -176,6 +176,14 @@ def test_the_demo_preset_is_valid_and_names_a_visible_reward():
     story, attribute = _reward_story(cfg.reward)
     assert attribute == "pastel" and "pastel" in story
     assert cfg.prompts == "counts"  # modifier-free prompts: the style is not asked for
+    # The reward also pays for prompt following, and the story says so.
+    assert "oracle" in [t.strip() for t in cfg.reward.split("+")] and "prompt" in story
+    assert _reward_story("oracle:glowing") == (
+        "reward = the world oracle's probability that an image is 'glowing' (`oracle:glowing`); "
+        "the prompts never ask for it",
+        "glowing",
+    )
+    assert _reward_story("colourfulness") == ("reward = `colourfulness`", None)
 
 
 def test_the_cli_fills_an_agents_thread_option_unless_typed(monkeypatch):

@@ -429,3 +429,18 @@ def test_clear_errors(pipes) -> None:
             torch.tensor([0]),
             torch.zeros(1, 3, 32),
         )
+
+
+def test_sde_step_with_sigmas_stuck_near_one_is_refused_with_a_way_out():
+    """A schedule whose sigmas stay ≈ 1 (FLUX's shift on tiny images) gives an exploding SDE step:
+    a clear error that names CPS and the noise window; CPS and a window of zeros there work."""
+    import torch
+
+    from diffenvs.flow_logprob import MAX_SDE_STD, flow_coefficients
+
+    sigmas = torch.tensor([1.0, 0.99999, 0.9999, 0.5, 0.0])
+    with pytest.raises(ValueError, match="sde_type='cps'"):
+        flow_coefficients(sigmas, 0.7)
+    assert float(flow_coefficients(sigmas, 0.7, sde_type="cps").std.max()) <= 1.0
+    windowed = flow_coefficients(sigmas, [0.0, 0.0, 0.0, 0.7])
+    assert float(windowed.std.max()) <= MAX_SDE_STD

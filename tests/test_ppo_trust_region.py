@@ -101,6 +101,20 @@ def test_clip_acts_under_mean_and_saturates_under_sum() -> None:
     assert frac["sum"][0] == 1.0 and frac["sum"][1] >= frac["mean"][1]
 
 
+def test_one_step_per_rollout_mean_and_sum_train_the_same_weights_without_grad_clip() -> None:
+    # With one optimiser step per rollout the ratio is 1 when the gradient is taken, so the loss
+    # gradient under 'sum' is exactly D times the one under 'mean'. Adam is invariant to that
+    # factor (up to its eps), so the reduction changes training only through the gradient-norm
+    # clip, which binds at D times smaller gradients under 'sum' (presets with one step per rollout).
+    cfg = replace(TINY, finetune="full", learning_rate=1e-3, adam_eps=1e-30, weight_decay=0.0,
+                  max_grad_norm=1e12, num_updates=2)  # fmt: skip
+    runs = {r: train(replace(cfg, logprob_reduction=r)) for r in ("mean", "sum")}
+    for name, p in runs["mean"]["params"].items():
+        assert torch.allclose(p, runs["sum"]["params"][name], rtol=1e-5, atol=1e-8), name
+    initial = runs["mean"]["initial_params"]
+    assert any(not torch.equal(p, initial[n]) for n, p in runs["mean"]["params"].items())
+
+
 def test_progress_logs_kl_and_clip_fraction_and_target_kl_stops_early(tmp_path: Path) -> None:
     import csv
 
@@ -214,3 +228,20 @@ def test_tracker_run_trains_and_resumes_exactly(tmp_path: Path) -> None:
     resumed = train(replace(cfg, run_name="resumed", resume=True))
     for name, value in full["params"].items():
         assert torch.equal(value, resumed["params"][name]), name
+
+
+def test_jpeg_paired_baseline_replays_the_training_rollouts(tmp_path: Path) -> None:
+    # benchmarks/ppo_jpeg_paired.py reruns the base model on the rollouts of every update; at
+    # update 1 the policy is still the base model, so the replay must give the logged reward.
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    spec = importlib.util.spec_from_file_location("ppo_jpeg_paired", root / "benchmarks" / "ppo_jpeg_paired.py")  # fmt: skip
+    paired = importlib.util.module_from_spec(spec)
+    sys.modules["ppo_jpeg_paired"] = paired  # its dataclass looks its module up there
+    spec.loader.exec_module(paired)
+    cfg = replace(TINY, finetune="full", num_updates=1, seed=3)
+    logged = train(cfg)["history"][0]["reward_mean"]
+    assert paired.base_rewards(cfg, 1)[0] == pytest.approx(logged, abs=1e-6)

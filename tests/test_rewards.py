@@ -294,3 +294,21 @@ def test_world_clip_score_when_trained():
         reward(image, [scene.with_(colour="red").caption()]),
     )
     assert float(right) > float(wrong)
+
+
+def test_sum_of_rewards_is_the_weighted_sum_of_its_terms():
+    images = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    total = make_reward("colourfulness+0.5*jpeg_compressibility")
+    assert total.name == "colourfulness+0.5*jpeg_compressibility"
+    out = total.evaluate(images)
+    expected = make_reward("colourfulness")(images) + 0.5 * make_reward("jpeg_compressibility")(
+        images
+    )
+    assert torch.allclose(out.rewards, expected, atol=1e-5)
+    assert set(out.details) == {"term:colourfulness", "term:jpeg_compressibility"}
+    # One non-differentiable term makes the sum non-differentiable, with the term's own error.
+    assert not total.supports_gradients
+    assert make_reward("colourfulness+target_rmse").supports_gradients
+    for bad in ("colourfulness+", "x*colourfulness+colourfulness", "colourfulness+nope"):
+        with pytest.raises(ValueError):
+            make_reward(bad)

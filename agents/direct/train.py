@@ -252,16 +252,30 @@ def train(cfg: DirectConfig) -> dict[str, Any]:
     return result
 
 
+ALGORITHM_NAMES = {
+    "refl": "ReFL",
+    "draft": "DRaFT",
+    "draft-lv": "DRaFT-LV",
+    "alignprop": "AlignProp",
+}
+
+
 def _save_report(run_dir: Path, result: dict[str, Any], cfg: DirectConfig) -> None:
     from agents.ppo.evaluate import save_before_after
     from diffenvs.io import write_json
 
     write_json(run_dir / "eval.json", result["eval"])
     before, after = result["eval_results"]["before"], result["eval_results"]["after"]
+    np.savez(run_dir / "eval_before.npz", **before)
     np.savez(run_dir / "eval_after.npz", **after)
     n = min(cfg.grid_images, len(before["images"]))
     if n:
-        save_before_after(before["images"][:n], after["images"][:n], run_dir / "before_after.png")
+        save_before_after(
+            before["images"][:n],
+            after["images"][:n],
+            run_dir / "before_after.png",
+            agent=ALGORITHM_NAMES[cfg.algorithm],
+        )
 
 
 def _save_curves(history: list[dict[str, float]], path: Path) -> None:

@@ -100,7 +100,10 @@ class PPOConfig:
     """Steps whose reverse-step std σ_t is below this get no policy-gradient term (they still
     count in the KL penalty and loss). Per unit of noise the log-prob gradient of a step is
     |dμ_t/dε| / σ_t; on the world's 4-step schedule the second-last step (σ = 0.04) has 7-8x the
-    others' and swamps the signal of the steps that decide the picture. 0.1 drops the last two."""
+    others' and swamps the signal of the steps that decide the picture. 0.1 drops the last two.
+    On the 10-step schedule the last two steps carry ~95 % of the squared gradient norm while their
+    noise barely moves the JPEG reward: PPO on JPEG compressibility did not learn with every
+    step's gradient and did with 0.1 (benchmarks/ppo_jpeg.py, benchmarks/ppo_jpeg_diagnose.py)."""
     kl_loss_coef: float = 0.0
     """DPOK-style regulariser: add this × the exact per-step KL to the base model to the loss and
     differentiate it directly (low variance; independent of the reward penalty ``kl``). The KL
@@ -159,10 +162,12 @@ class PPOConfig:
 
 
 # The presets keep the summed log-prob they were measured with (one optimiser step per rollout,
-# so the clip never acts in them). Re-measured on 'mean' (issue 20), the target-image preset did
-# worse (+3.7 instead of +12.5 base std on seed 1; likely because the policy gradient is D times
-# smaller, so Adam's eps and the gradient-norm clip weigh differently: not verified), so 'sum'
-# stays. The command-line default (no preset) is 'mean' with clip 1e-4, DDPO's trust region.
+# so the clip never acts in them). With one step per rollout the two reductions differ only in
+# whether max_grad_norm binds (Adam is invariant to the factor D; tested): under 'sum' the clip
+# binds on every step, under 'mean' almost never. Re-measured on 'mean' (issue 20), the
+# target-image preset did worse (+3.7 instead of +12.5 base std on seed 1), so 'sum' stays
+# (docs/results/ppo.md has the other presets). The command-line default (no preset) is 'mean'
+# with clip 1e-4, DDPO's trust region.
 _SUM = {"logprob_reduction": "sum", "clip_range": 1e-3}
 
 # The CPU recipe of the 10-step presets (~9 min for 100 updates on one thread): 16 images x 10
@@ -254,23 +259,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_SUM,
     },
     # `diffenvs demo` (docs/results/first_hour.md): a style the prompts never ask for, 'pastel'
-    # as the world oracle reads it, on modifier-free prompts; 4 prompts per update keep the curve
-    # readable and the KL loss keeps the images drawable. ~4 min on one CPU core.
+    # as the world oracle reads it, on modifier-free prompts, plus the oracle's prompt following,
+    # so the policy gains the style without dropping the prompts (pastel alone: following fell
+    # 55 -> 50 %, colour 64 -> 44 %, on 64 held-out prompts). 16 images per update (4 prompts x
+    # 4) keep the per-prompt advantages meaningful; the KL loss keeps the images drawable.
     "demo": {
-        "reward": "oracle:pastel",
+        "reward": "2*oracle:pastel+oracle",
         "prompts": "counts",
         "eval_prompts": "counts:heldout",
         "num_steps": 4,
-        "num_envs": 8,
-        "samples_per_prompt": 2,
+        "num_envs": 16,
+        "samples_per_prompt": 4,
         "num_updates": 40,
         "minibatch_size": 16,
         "grad_accum_steps": 2,
         "finetune": "full",
-        "learning_rate": 1e-4,
+        "learning_rate": 2e-4,
         "kl_loss_coef": 1e-3,
         "pg_min_std": 0.1,
-        "eval_episodes": 16,
+        "eval_episodes": 64,
         "save_every": 10,
     },
     # The 2-D reference task (docs/results/reference.md): the exact diffusion model of an 8-mode

@@ -135,10 +135,11 @@ def ppo_update(
 ) -> dict[str, Any]:
     """``num_epochs`` passes of clipped-PPO minibatch SGD over the buffer's (subsampled) steps.
 
-    Returns the update's means (``pg_loss``, ``approx_kl``, ``clipfrac``, ...), the largest
+    Returns the update's means (``pg_loss``, ``approx_kl``, ``clipfrac``, ``grad_norm`` before
+    clipping, ``grad_clipped``: the share of steps where ``max_grad_norm`` bound, ...), the largest
     per-optimiser-step ``approx_kl_max``/``clipfrac_max``, ``inner_steps`` (optimiser steps
     taken), ``early_stop`` (1.0 when ``target_kl`` cut the update short) and ``inner``: one dict
-    per optimiser step (epoch, approx_kl, clipfrac, ratio_max) for the per-step log.
+    per optimiser step (epoch, approx_kl, clipfrac, ratio_max, grad_norm) for the per-step log.
     """
     b, t = buffer.shape
     device = accelerator.device
@@ -223,9 +224,11 @@ def ppo_update(
                 if stop:
                     optimizer.zero_grad(set_to_none=True)
                     break
-                accelerator.clip_grad_norm_(
+                norm = accelerator.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm
                 )
+                # The norm before clipping: whether max_grad_norm binds depends on the reduction.
+                row["grad_norm"] = float("nan") if norm is None else float(norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -233,12 +236,24 @@ def ppo_update(
         if stop:
             break
     out: dict[str, Any] = {k: float(np.mean(v)) for k, v in stats.items() if v}
+    out |= _update_stats(inner, cfg.max_grad_norm)
+    out |= {"inner_steps": float(len(inner) - int(stop)), "early_stop": float(stop)}
+    return out | {"ratio_dev_first_epoch": ratio_dev[0], "inner": inner}
+
+
+def _update_stats(inner: list[dict[str, float]], max_grad_norm: float) -> dict[str, float]:
+    """An update's summary of its optimiser steps: mean and largest approx KL and clip fraction,
+    the largest ratio, the mean gradient norm before clipping and how often the clip bound."""
+    out = {}
     for key in ("approx_kl", "clipfrac"):
         out[key] = float(np.mean([row[key] for row in inner]))
         out[f"{key}_max"] = float(np.max([row[key] for row in inner]))
     out["ratio_max"] = float(np.max([row["ratio_max"] for row in inner]))
-    out |= {"inner_steps": float(len(inner) - int(stop)), "early_stop": float(stop)}
-    return out | {"ratio_dev_first_epoch": ratio_dev[0], "inner": inner}
+    norms = [row["grad_norm"] for row in inner if "grad_norm" in row]
+    if norms:
+        out["grad_norm"] = float(np.mean(norms))
+        out["grad_clipped"] = float(np.mean([n > max_grad_norm for n in norms]))
+    return out
 
 
 def _inner_stats(window: dict[str, list[torch.Tensor]], accelerator: Any, epoch: int) -> dict:

@@ -92,6 +92,12 @@ class DiffusionDenoiseVectorEnv(VectorEnv):
         return self.core.sampler
 
     @property
+    def pipeline(self) -> Any:
+        """The text-to-image pipeline the env samples with, read-only (its tokenizer, text encoder
+        and VAE encode prompts and decode latents as the env does; ``diffenvs.differentiable``)."""
+        return self.core.pipe
+
+    @property
     def prompts(self) -> list[str]:
         return list(self.core.prompts)
 

@@ -209,6 +209,12 @@ class DiffusionDenoiseEnv(gym.Env):
         return self.core.sampler
 
     @property
+    def pipeline(self) -> Any:
+        """The text-to-image pipeline the env samples with, read-only (its tokenizer, text encoder
+        and VAE encode prompts and decode latents as the env does; ``diffenvs.differentiable``)."""
+        return self.core.pipe
+
+    @property
     def prompt(self) -> str:
         return self.core.prompts[0]
 

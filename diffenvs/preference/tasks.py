@@ -27,6 +27,7 @@ def make_tasks(
     id_prefix: str = "t",
     mismatched: int = 0,
     styled: int = 0,
+    styles: tuple[str, ...] | None = None,
 ) -> list[RankedSet]:
     """Write ``out/tasks.jsonl`` and ``out/images/*.png``: ``n_tasks`` world prompts of ``split``
     (``train``/``heldout``), each sampled ``images_per_task`` times. Returns the tasks.
@@ -45,6 +46,7 @@ def make_tasks(
     appended (one of the eight, from a category the prompt does not use), again under the
     original prompt: more varied candidates, as a labeler rating an exploring policy would see, so
     the reward model meets every style (the preferred one included) on every kind of prompt.
+    ``styles`` restricts the appended modifier to these (default: any of the eight).
     """
     from diffenvs.envs.denoise_prompts import WorldPrompts
     from diffenvs.generate import ImageGenerator
@@ -84,7 +86,9 @@ def make_tasks(
             picks = vary_rng.choice(images_per_task, size=mismatched + styled, replace=False)
             for j, k in enumerate(picks):
                 change = "attribute" if j < mismatched else "style"
-                flat_prompts[t * images_per_task + int(k)] = varied_prompt(prompt, change, vary_rng)
+                flat_prompts[t * images_per_task + int(k)] = varied_prompt(
+                    prompt, change, vary_rng, styles
+                )
     images = gen.images(flat_prompts, seeds)
     tasks = []
     for t, prompt in enumerate(captions):
@@ -99,9 +103,12 @@ def make_tasks(
     return tasks
 
 
-def varied_prompt(prompt: str, change: str, rng: np.random.Generator) -> str:
+def varied_prompt(
+    prompt: str, change: str, rng: np.random.Generator, styles: tuple[str, ...] | None = None
+) -> str:
     """A world caption with one attribute changed (``"attribute"``: count, shape, colour, position
-    or scene) or with a random style modifier of an unused category appended (``"style"``)."""
+    or scene) or with a random style modifier of an unused category appended (``"style"``; one of
+    ``styles`` when given)."""
     from diffenvs.label.demo import perturb
     from diffenvs.world.attributes import MODIFIER_CATEGORY, MODIFIERS
     from diffenvs.world.render import parse_prompt, scene_from_prompt
@@ -116,7 +123,10 @@ def varied_prompt(prompt: str, change: str, rng: np.random.Generator) -> str:
     if change == "attribute":
         return perturb(scene, 1, rng).caption()
     used = {MODIFIER_CATEGORY[m] for m in scene.modifiers}
-    options = [m for m in MODIFIERS if MODIFIER_CATEGORY[m] not in used]
+    unknown = sorted(set(styles or ()) - set(MODIFIERS))
+    if unknown:
+        raise ValueError(f"Unknown style modifiers {unknown}; choose from {list(MODIFIERS)}.")
+    options = [m for m in (styles or MODIFIERS) if MODIFIER_CATEGORY[m] not in used]
     if not options:
         return scene.caption()
     return scene.with_(modifiers=(*scene.modifiers, str(rng.choice(options)))).caption()

@@ -285,8 +285,69 @@ def available_rewards() -> dict[str, str]:
     return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
 
 
+class SumReward(Reward):
+    """A weighted sum of rewards, ``sum_i w_i r_i(images, prompts)``: e.g. a style the prompts do
+    not ask for plus prompt following (``make_reward("oracle:pastel+oracle")``), so that a policy
+    gains the style without giving up the prompt. Each term's score is kept in the details
+    (``term:NAME``). Differentiable when every term is."""
+
+    def __init__(self, terms: Sequence[tuple[float, Reward]]) -> None:
+        if len(terms) < 2:
+            raise ValueError("SumReward needs at least two (weight, reward) terms.")
+        for w, r in terms:
+            if not isinstance(r, Reward) or not np.isfinite(float(w)):
+                raise ValueError(
+                    f"SumReward terms are (finite weight, Reward) pairs; got ({w!r}, {r!r})."
+                )
+        self.terms = [(float(w), r) for w, r in terms]
+        self.name = "+".join(r.name if w == 1 else f"{w:g}*{r.name}" for w, r in self.terms)
+
+    def compute(self, images: torch.Tensor, prompts: list[str]):
+        total, details = None, {}
+        for w, r in self.terms:
+            score = r.evaluate(images, prompts).rewards
+            details[f"term:{r.name}"] = score.detach()
+            total = w * score if total is None else total + w * score
+        return total, details
+
+    @property
+    def supports_gradients(self) -> bool:
+        return all(r.supports_gradients for _, r in self.terms)
+
+    def differentiable_score(
+        self, images: torch.Tensor, prompts: Sequence[str] | str | None = None
+    ) -> torch.Tensor:
+        return sum(w * r.differentiable_score(images, prompts) for w, r in self.terms)
+
+    def to(self, device: str | torch.device) -> SumReward:
+        for _, r in self.terms:
+            r.to(device)
+        return self
+
+
+def _sum_of_rewards(spec: str, **kwargs: Any) -> SumReward:
+    """``"A+B"`` or ``"A+0.5*B"``: each term a reward name (weights default to 1)."""
+    terms = []
+    for part in spec.split("+"):
+        weight, star, name = part.strip().partition("*")
+        if not star:
+            weight, name = "1", weight
+        try:
+            w = float(weight)
+        except ValueError:
+            raise ValueError(
+                f"In the reward sum {spec!r}, {part.strip()!r} is not NAME or WEIGHT*NAME (e.g. "
+                "'oracle:pastel+0.5*oracle')."
+            ) from None
+        if not name.strip():
+            raise ValueError(f"The reward sum {spec!r} has an empty term; write e.g. 'A+B'.")
+        terms.append((w, make_reward(name.strip(), **kwargs)))
+    return SumReward(terms)
+
+
 def make_reward(spec: str | Reward | Callable[..., Any], **kwargs: Any) -> Reward:
-    """A :class:`Reward` from a registered name (``"clip_score"``, ``"oracle:red"``, ...), a Reward
+    """A :class:`Reward` from a registered name (``"clip_score"``, ``"oracle:red"``, ...), a sum of
+    names (``"oracle:pastel+oracle"``, ``"colourfulness+0.5*oracle"``: :class:`SumReward`), a Reward
     instance, or a plain callable ``fn(images, prompts) -> scores``.
 
     Keyword arguments go to the reward's constructor (e.g. ``target=...``, ``clip=...``,
@@ -310,6 +371,8 @@ def make_reward(spec: str | Reward | Callable[..., Any], **kwargs: Any) -> Rewar
         raise TypeError(
             f"reward must be a name, a Reward or a callable(images, prompts); got {type(spec).__name__}."
         )
+    if "+" in spec:
+        return _sum_of_rewards(spec, **kwargs)
     name, sep, arg = spec.partition(":")
     key = _ALIASES.get(_key(name), _key(name))
     if key not in _REGISTRY:

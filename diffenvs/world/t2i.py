@@ -71,7 +71,21 @@ def make_unet(arch: str = "v1") -> UNet2DConditionModel:
     )
 
 
-def make_scheduler() -> DDIMScheduler:
+SCHEDULES = ("sd", "zero-snr")
+
+
+def make_scheduler(schedule: str = "sd") -> DDIMScheduler:
+    """The world's noise schedule. ``"sd"``: SD's scaled-linear betas, epsilon prediction, leading
+    timesteps (v1 and the first v2 legs). ``"zero-snr"``: the same betas rescaled to zero terminal
+    SNR, v-prediction and trailing timesteps (Lin, Liu, Li & Yang, "Common Diffusion Noise
+    Schedules and Sample Steps are Flawed"). Under ``"sd"`` the first sampling step (t = 951 at 20
+    steps) still carries sqrt(alpha_bar) = 0.09 of the image, so a small UNet learns to take the
+    layout (where the object is) from that leak in x_T instead of from the prompt; at sampling x_T
+    is pure noise and position follows the noise, not the words (measured on the v2 legs: the
+    same x_T gave the same position for 'left', 'middle' and 'right' in 12 of 12 scenes)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {schedule!r}; use one of {list(SCHEDULES)}.")
+    zero_snr = schedule == "zero-snr"
     return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -79,6 +93,8 @@ def make_scheduler() -> DDIMScheduler:
         beta_schedule="scaled_linear",
         clip_sample=False,
         set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
+        steps_offset=1,  # ignored by trailing spacing; StableDiffusionPipeline resets it to 1
+        prediction_type="v_prediction" if zero_snr else "epsilon",
+        rescale_betas_zero_snr=zero_snr,
+        timestep_spacing="trailing" if zero_snr else "leading",
     )

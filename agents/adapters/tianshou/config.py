@@ -29,6 +29,8 @@ class TianshouDenoiseConfig:
     batch_size: int = 40
     learning_rate: float = 1e-5
     """small: the Gaussian spans every latent dimension, so tiny mean shifts move the PPO ratio a lot."""
+    max_grad_norm: float | None = 0.5
+    """clip each update's gradient norm (as Stable-Baselines3's PPO does); None: no clipping."""
     eval_episodes: int = 16
     eval_seed: int = 1_000_000
     seed: int = 0
@@ -95,6 +97,13 @@ class TianshouPromptConfig:
     hidden: tuple[int, ...] = (128,)
     eps_start: float = 1.0
     eps_end: float = 0.05
+    gradient_steps_per_sample: float = 2.0
+    """DQN: gradient steps per collected env step (the MLP is cheap next to a reward evaluation)."""
+    n_step_return_horizon: int | None = None
+    """DQN: rewards summed before bootstrapping; None: n_appends, so every target is the episode's
+    return (the reward is terminal) and nothing is bootstrapped from an untrained Q."""
+    target_update_freq: int = 50
+    """DQN: gradient steps between target-network copies (0: no target network)."""
     seed: int = 0
     threads: int = 1
     output_dir: str = "runs/tianshou_prompt"

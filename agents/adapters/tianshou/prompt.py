@@ -5,7 +5,8 @@ Q-values for DQN, logits plus a value head for PPO. Tianshou's collectors do not
 ``action_masks()``, so the env is made with ``masked_action="redirect"`` (a repeated word becomes
 the next allowed one), and :class:`DropInfo` hides the env's info from Tianshou's buffers. The
 budget is counted in reward evaluations, as for every prompt agent: ``budget × n_appends`` env
-steps with the terminal reward. The config is
+steps with the terminal reward. DQN's n-step horizon defaults to the episode length, so its
+targets are the episodes' returns and nothing is bootstrapped from an untrained Q. The config is
 :class:`agents.adapters.tianshou.config.TianshouPromptConfig`.
 
     python -m agents.adapters.tianshou.prompt --algo dqn --budget 48
@@ -68,7 +69,14 @@ def make_algorithm(cfg: TianshouPromptConfig, obs_dim: int, n_words: int, env: A
             eps_training=cfg.eps_start,
             eps_inference=0.0,
         )
-        return DQN(policy=policy, optim=optim, gamma=1.0, target_update_freq=50)
+        horizon = cfg.n_step_return_horizon or cfg.env.n_appends
+        return DQN(
+            policy=policy,
+            optim=optim,
+            gamma=1.0,
+            n_step_return_horizon=horizon,
+            target_update_freq=cfg.target_update_freq,
+        )
     from tianshou.algorithm import PPO
     from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
     from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
@@ -97,6 +105,9 @@ def train(cfg: TianshouPromptConfig) -> dict[str, Any]:
     obs, _ = probe.reset(seed=cfg.seed)
     if not isinstance(obs, np.ndarray):
         raise ValueError("This adapter's MLPs need observation='flat' (a Box observation).")
+    # Loading the world's models (the first env of a process) draws from torch's generator:
+    # seed again so the networks start the same whether or not the models were loaded already.
+    seed_everything(cfg.seed, cfg.threads)
     algorithm = make_algorithm(cfg, obs.shape[0], int(probe.action_space.n), probe)
     envs = make_venv(cfg, cfg.num_train_envs, cfg.seed)
     steps = cfg.budget * cfg.env.n_appends
@@ -127,7 +138,9 @@ def train(cfg: TianshouPromptConfig) -> dict[str, Any]:
 
         algorithm.run_training(
             OffPolicyTrainerParams(
-                **common, update_step_num_gradient_steps_per_sample=0.5, training_fn=set_eps
+                **common,
+                update_step_num_gradient_steps_per_sample=cfg.gradient_steps_per_sample,
+                training_fn=set_eps,
             )
         )
     else:

@@ -1,6 +1,7 @@
 """Train the world's text-conditioned UNet (and its small CLIP text encoder) in the VAE's latent space.
 
-Standard latent-diffusion training: epsilon prediction on SD's scaled-linear schedule, 10 % empty
+Standard latent-diffusion training: epsilon prediction on SD's scaled-linear schedule (or, with
+``--schedule zero-snr``, v-prediction on the same betas rescaled to zero terminal SNR), 10 % empty
 captions for classifier-free guidance, min-SNR loss weighting, and an EMA of the weights, which is
 what gets saved. Writes a complete Stable-Diffusion-layout folder (`model_index.json`, `vae/`,
 `unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`) every ``save_every`` steps.
@@ -62,6 +63,11 @@ class Config:
     """UNet architecture from scratch: 'v1' (cross-attention at 8×8 and 4×4) or 'v2' (also a
     pooled-text embedding added to the time embedding, so every ResNet block, including those at
     the latent resolution, sees the whole prompt: position words can act where objects are drawn)."""
+    schedule: str = "sd"
+    """'sd' (epsilon prediction, SD's schedule) or 'zero-snr' (v-prediction, zero terminal SNR,
+    trailing timesteps: x_T carries no trace of the image, so the layout must come from the
+    prompt; see ``diffenvs.world.t2i.make_scheduler``). ``--init-from`` an 'sd' folder with
+    'zero-snr' fine-tunes the UNet into the new parametrisation."""
 
 
 @torch.no_grad()
@@ -92,14 +98,14 @@ def save_folder_atomically(out: Path, write: Callable[[Path], None]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
+def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet, schedule: str = "sd") -> None:
     """Write the SD-layout folder (``model_index.json``, ``vae/``, ``unet/``, ...) atomically."""
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=make_scheduler(),
+        scheduler=make_scheduler(schedule),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -136,7 +142,8 @@ def main(cfg: Config) -> None:
     else:
         text_encoder = CLIPTextModel.from_pretrained(cfg.init_from / "text_encoder")
         unet = UNet2DConditionModel.from_pretrained(cfg.init_from / "unet")
-    scheduler = make_scheduler()
+    scheduler = make_scheduler(cfg.schedule)
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     warm = torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, cfg.warmup)
@@ -167,8 +174,15 @@ def main(cfg: Config) -> None:
         zt = scheduler.add_noise(z0, noise, t)
         cond = text_encoder(tokens).last_hidden_state
         pred = unet(zt, t, cond).sample
-        weight = snr[t].clamp(max=cfg.min_snr_gamma) / snr[t]
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        if v_prediction:
+            # Min-SNR on the x_0 error, floored at 1 so the zero-SNR steps (where the layout is
+            # decided from the prompt alone) keep their weight; a v error is (SNR + 1) x_0 errors.
+            target = scheduler.get_velocity(z0, noise, t)
+            weight = snr[t].clamp(min=1.0, max=cfg.min_snr_gamma) / (snr[t] + 1)
+        else:
+            target = noise
+            weight = snr[t].clamp(max=cfg.min_snr_gamma) / snr[t]
+        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -186,7 +200,7 @@ def main(cfg: Config) -> None:
             bar.set_postfix(loss=f"{running / 50:.4f}")
             running = 0.0
         if step % cfg.save_every == 0 or step == last:
-            save_pipeline(cfg.out, vae, ema_text, tokenizer, ema_unet)
+            save_pipeline(cfg.out, vae, ema_text, tokenizer, ema_unet, cfg.schedule)
             (cfg.out.parent / "t2i_progress.txt").write_text(
                 f"steps={step} minutes={(time.time() - start) / 60:.1f} loss={loss.item():.4f}\n"
             )
