@@ -45,7 +45,7 @@ from agents.ppo.evaluate import (
 )
 from agents.ppo.policy import DiffusionActorCritic, build_policy_unet, trainable_state
 from agents.ppo.rollout import make_prompt_source
-from agents.ppo.train import _RunLog as RunLog
+from agents.ppo.train import RunLog
 
 
 def _mixed_precision(cfg: GRPOConfig) -> str:

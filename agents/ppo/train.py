@@ -58,7 +58,7 @@ def _mixed_precision(cfg: PPOConfig) -> str:
     return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
 
 
-class _RunLog:
+class RunLog:
     """The per-update log of the main process: TensorBoard scalars and ``progress.csv``."""
 
     def __init__(self, run_dir: Path, cfg: PPOConfig, active: bool) -> None:
@@ -205,7 +205,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         tracker = PromptStatTracker(cfg.tracker_buffer, cfg.tracker_min_count)
         tracker.history = {p: list(v) for p, v in state.get("prompt_stats", {}).items()}
 
-    log = _RunLog(run_dir, cfg, main_proc)
+    log = RunLog(run_dir, cfg, main_proc)
     from tqdm.auto import tqdm
 
     bar = tqdm(

@@ -182,6 +182,13 @@ def generate(
 
 
 @torch.no_grad()
+def _sampler_name(pipe) -> str:
+    """What a pipeline's steps are called: a flow model's Euler steps, else its scheduler's."""
+    if hasattr(pipe, "transformer"):
+        return "flow-matching Euler"
+    return type(pipe.scheduler).__name__.removesuffix("Scheduler") or "sampler"
+
+
 def _generate_flow(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float):
     """uint8 images from an SD3-layout pipeline's own Euler sampler, x_T drawn per (prompt, seed)
     as ImageGenerator draws it for the UNet world (one generator per image)."""
@@ -375,7 +382,8 @@ def main(cfg: EvaluateConfig) -> dict[str, object]:
             pipes[cfg.compare_speed_with] = load_pipeline(cfg.compare_speed_with)
         results["sampling_images_per_second"] = sampling_speed(cfg, pipes)
         results["sampling_setting"] = (
-            f"batch 16, {cfg.steps[0]} DDIM steps, guidance {cfg.guidance_scales[0]}, "
+            f"batch 16, {cfg.steps[0]} {_sampler_name(pipe)} steps, guidance "
+            f"{cfg.guidance_scales[0]}, "
             f"{torch.get_num_threads()} CPU thread(s)"
         )
     write_json(cfg.out_dir / "world_metrics.json", results)
