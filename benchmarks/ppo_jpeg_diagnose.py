@@ -49,7 +49,6 @@ class Args:
 
 
 def _setup(args: Args):
-    import gymnasium as gym
 
     import diffenvs  # noqa: F401  (registers the environments)
     from agents.ppo.config import PPOConfig, resolve_config
@@ -80,20 +79,9 @@ def _setup(args: Args):
             save=False,
         )
     )
-    envs = gym.make_vec(
-        cfg.env,
-        num_envs=cfg.num_envs,
-        model=cfg.model,
-        prompts=make_prompt_source(cfg.prompts),
-        num_steps=cfg.num_steps,
-        eta=cfg.eta,
-        guidance_scale=cfg.guidance_scale,
-        reward=cfg.reward,
-        action_mode="latent",
-        kl_coef=0.0,
-        base_step="auto",
-        device="cpu",
-    )
+    from agents.ppo.train import make_envs
+
+    envs = make_envs(cfg, "cpu")  # no KL term in these set-ups: the env skips the base model
     sampler = envs.unwrapped.sampler
     model = DiffusionActorCritic(build_policy_unet(sampler.unet, cfg), sampler)
     return cfg, envs, model, make_prompt_source(cfg.prompts)

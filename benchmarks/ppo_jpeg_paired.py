@@ -43,26 +43,13 @@ class Args:
 
 def base_rewards(cfg, updates: int) -> list[float]:
     """Mean reward of the base model on the rollouts of updates 1..``updates`` of a run."""
-    import gymnasium as gym
 
     import diffenvs  # noqa: F401  (registers the environments)
     from agents.ppo.policy import DiffusionActorCritic, build_policy_unet
     from agents.ppo.rollout import collect_rollout, make_prompt_source
+    from agents.ppo.train import make_envs
 
-    envs = gym.make_vec(
-        cfg.env,
-        num_envs=cfg.num_envs,
-        model=cfg.model,
-        prompts=make_prompt_source(cfg.prompts),
-        num_steps=cfg.num_steps,
-        eta=cfg.eta,
-        guidance_scale=cfg.guidance_scale,
-        reward=cfg.reward,
-        action_mode="latent",
-        kl_coef=0.0,
-        base_step="auto",
-        device="cpu",
-    )
+    envs = make_envs(cfg, "cpu")  # no KL term in these set-ups: the env skips the base model
     sampler = envs.unwrapped.sampler
     model = DiffusionActorCritic(build_policy_unet(sampler.unet, cfg), sampler)
     source = make_prompt_source(cfg.prompts)

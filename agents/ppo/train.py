@@ -58,6 +58,31 @@ def _mixed_precision(cfg: PPOConfig) -> str:
     return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
 
 
+def make_envs(cfg: PPOConfig, device: Any) -> Any:
+    """The agent's vector env in latent mode: ``cfg.num_envs`` copies of ``cfg.env`` with its model,
+    prompts, sampler settings and reward. The env adds no KL penalty (the agent applies it with its
+    own β) and runs the frozen base model only when a KL term needs it, so a rollout step costs
+    one guided UNet pass otherwise."""
+    import gymnasium as gym
+
+    import diffenvs  # noqa: F401  (registers the environments)
+
+    return gym.make_vec(
+        cfg.env,
+        num_envs=cfg.num_envs,
+        model=cfg.model,
+        prompts=make_prompt_source(cfg.prompts),
+        num_steps=cfg.num_steps,
+        eta=cfg.eta,
+        guidance_scale=cfg.guidance_scale,
+        reward=cfg.reward,
+        action_mode="latent",
+        kl_coef=0.0,
+        base_step="always" if needs_base_model(cfg) else "auto",
+        device=device,
+    )
+
+
 class RunLog:
     """The per-update log of the main process: TensorBoard scalars and ``progress.csv``."""
 
@@ -125,7 +150,6 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     the base model's evaluation, then per update a rollout, advantages and the PPO update
     (:mod:`agents.ppo.update`), logging and checkpoints; the evaluation after training last.
     """
-    import gymnasium as gym
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -140,22 +164,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
     run_dir = Path(cfg.output_dir) / (cfg.run_name or f"{cfg.preset or 'custom'}_seed{cfg.seed}")
 
-    envs = gym.make_vec(
-        cfg.env,
-        num_envs=cfg.num_envs,
-        model=cfg.model,
-        prompts=make_prompt_source(cfg.prompts),
-        num_steps=cfg.num_steps,
-        eta=cfg.eta,
-        guidance_scale=cfg.guidance_scale,
-        reward=cfg.reward,
-        action_mode="latent",
-        kl_coef=0.0,  # the agent applies the KL penalty itself, with its (adaptive) β
-        # The frozen base model runs only when a KL term (or KL logging) needs it: otherwise a
-        # rollout step costs one guided UNet pass, the policy's.
-        base_step="always" if needs_base_model(cfg) else "auto",
-        device=accelerator.device,
-    )
+    envs = make_envs(cfg, accelerator.device)
     # The base sampler (schedule, guidance, the frozen UNet) is all the policy needs of the env.
     sampler = envs.unwrapped.sampler
     value = None
