@@ -15,16 +15,19 @@ step's one-step x_0 prediction, plus the KL term of its eq. 5. Here:
    model): the win rate of each fine-tuned image over the base image with the same prompt, seed
    and noise (a tie counts half); prompt following by the independent judge (and the oracle).
 
-``--stage diagnose`` (no sampling, ~2 min) reads the existing tasks with the oracle and tells,
-for every style a labeler could prefer, how much of the labeler's within-task utility variance it
-carries and what held-out pair accuracy a clip-mlp reward model reaches on it: pick a preference
-the reward model can see (docs/results/direct.md: pastel, not blurred).
+``--stage diagnose`` (no sampling) reads the existing tasks with the oracle and tells, for every
+style a labeler could prefer, how much of the labeler's within-task utility variance it carries
+and what held-out pair accuracy a clip-mlp reward model reaches on it. On world v2 the base model
+draws no style unprompted, so the reward model must be shown the preferred style (styled tasks)
+and where "paler" stops being better (washed tasks, ``--augmented-tasks``):
 
+    OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --stage reward-model --preference pastel
     OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --stage diagnose
     OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --stage reward-model --preference pastel \
-        --styled-tasks 300 --styled-modifier pastel                  # tasks + labels + model, once
+        --styled-tasks 300 --styled-modifier pastel --heldout-styled-tasks 60 --augmented-tasks 300
     OMP_NUM_THREADS=1 python benchmarks/direct_miniature.py --preference pastel --styled-tasks 300 \
-        --styled-modifier pastel --seed 0 --direct.learning-rate 1e-2 --direct.kl-coef 1e-4
+        --styled-modifier pastel --heldout-styled-tasks 60 --augmented-tasks 300 --seed 0 \
+        --direct.learning-rate 1e-2 --direct.kl-coef 3e-5 --direct.refl-min-step 0.9
 
 Tasks, labels (one file per preference) and reward models live under ``--work`` and are reused.
 Writes OUT/miniature_PREFERENCE_seedS.json (with the per-image utilities) and, in the run folder,
@@ -43,14 +46,16 @@ from typing import Any, Literal
 import numpy as np
 import tyro
 
+from agents.common.cli_args import options_in_argv
 from agents.direct.config import DirectConfig
 from diffenvs.io import write_json
+from diffenvs.world.paths import WORLD_VERSION
 
 MINIATURE = DirectConfig(
     preset="ai-feedback",
     prompts="counts",
     eval_prompts="counts:heldout",
-    output_dir="runs/direct_miniature",
+    output_dir=f"runs/direct_miniature_{WORLD_VERSION}",
 )
 
 
@@ -68,8 +73,21 @@ class MiniatureConfig:
     varied candidates: the preferred style appears more often); 0: none."""
     styled_modifier: str | None = None
     """The modifier the styled images get (e.g. the preferred one); None: a random one of eight."""
-    work: Path = Path("runs/direct_miniature")
-    """Tasks, labels and the reward model (reused when present)."""
+    styled_per_task: int = 1
+    """Styled images in each styled task (of 4)."""
+    heldout_styled_tasks: int = 0
+    """Extra held-out tasks made like the styled train tasks (on world v2 the plain tasks hardly
+    vary in style, so their pairs are mostly ordered by the labeler's noise)."""
+    augmented_tasks: int = 0
+    """Extra train tasks (and ``heldout_tasks`` held-out ones) made without sampling: a plain
+    task's first image and three copies washed toward white by random amounts (0-95 %), ranked by
+    the labeler like any task. They show the reward model where "paler" stops being better (the
+    objects fade and prompt following falls), so it does not reward washing an image out."""
+    rm_epochs: int = 60
+    """The reward model's training epochs (early-stopped on its validation split)."""
+    work: Path = Path(f"runs/direct_miniature_{WORLD_VERSION}")
+    """Tasks, labels and the reward model (reused when present; one folder per world version, so
+    a reward model trained on another world's images is never reused)."""
     diagnose_train: int = 3
     """``--stage diagnose``: train a reward model for this many preferences (0: variances only)."""
     seed: int = 0
@@ -79,58 +97,127 @@ class MiniatureConfig:
     out: Path = Path("benchmarks/results/direct")
 
 
+def _suffix(cfg: MiniatureConfig) -> str:
+    """The reward model's name after the preference: which extra (styled) tasks it saw."""
+    suffix = f"-train{cfg.train_tasks}" if cfg.train_tasks != 300 else ""
+    if cfg.styled_tasks:
+        suffix += f"-styled{cfg.styled_tasks}"
+        suffix += f"x{cfg.styled_per_task}" if cfg.styled_per_task != 1 else ""
+        suffix += f"-{cfg.styled_modifier}" if cfg.styled_modifier else ""
+    if cfg.augmented_tasks:
+        suffix += f"-washed{cfg.augmented_tasks}"
+    return suffix
+
+
+def _task_sets(cfg: MiniatureConfig) -> dict[str, list[Any]]:
+    """Make (or reuse) every task split the reward model needs: plain train and held-out tasks,
+    and the styled train and held-out tasks when asked for."""
+    from diffenvs.preference import make_tasks, read_sets
+
+    mod = f"_{cfg.styled_modifier}" if cfg.styled_modifier else ""
+    per = f"x{cfg.styled_per_task}" if cfg.styled_per_task != 1 else ""
+    # (name, folder, prompt split, tasks, seed, styled images per task, id prefix)
+    splits = [
+        ("train", "tasks_train", "train", cfg.train_tasks, 0, 0, "t"),
+        ("heldout", "tasks_heldout", "heldout", cfg.heldout_tasks, 1, 0, "h"),
+    ]
+    if cfg.styled_tasks:
+        splits.append(
+            ("train_styled", f"tasks_train_styled{per}{mod}", "train", cfg.styled_tasks, 2,
+             cfg.styled_per_task, "s")
+        )  # fmt: skip
+    if cfg.heldout_styled_tasks:
+        splits.append(
+            ("heldout_styled", f"tasks_heldout_styled{per}{mod}", "heldout",
+             cfg.heldout_styled_tasks, 3, max(1, cfg.styled_per_task), "v")
+        )  # fmt: skip
+    sets = {}
+    for name, folder, split, n, seed, styled, prefix in splits:
+        tasks_dir = cfg.work / folder
+        if (tasks_dir / "tasks.jsonl").is_file() and len(read_sets(tasks_dir)) == n:
+            sets[name] = read_sets(tasks_dir)
+            continue
+        sets[name] = make_tasks(
+            tasks_dir,
+            n,
+            split=split,
+            num_inference_steps=10,
+            eta=1.0,
+            prompts="counts",
+            seed=seed,
+            id_prefix=prefix,
+            styled=styled,
+            styles=(cfg.styled_modifier,) if styled and cfg.styled_modifier else None,
+        )
+    if cfg.augmented_tasks:
+        from diffenvs.preference import read_sets
+
+        for name, src, n, seed, prefix in (
+            ("train_washed", "train", cfg.augmented_tasks, 4, "w"),
+            ("heldout_washed", "heldout", cfg.heldout_tasks, 5, "x"),
+        ):
+            folder = cfg.work / f"tasks_{name}{n}"
+            if (folder / "tasks.jsonl").is_file():
+                sets[name] = read_sets(folder)
+            else:
+                source = [sets[src][i % len(sets[src])] for i in range(n)]
+                sets[name] = washed_tasks(source, folder, seed, prefix)
+    return sets
+
+
+def washed_tasks(sets: list[Any], out: Path, seed: int, prefix: str) -> list[Any]:
+    """Tasks of one plain image and three copies blended toward white (amounts drawn from
+    U(0, 0.95), the white a random light grey to white); written like :func:`make_tasks` writes."""
+    from PIL import Image
+
+    from diffenvs.preference import RankedSet, write_sets
+
+    rng = np.random.default_rng(seed)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    tasks = []
+    for i, task in enumerate(sets):
+        image = task.load_images()[0].astype(np.float64)
+        amounts = [0.0, *rng.uniform(0.0, 0.95, size=3)]
+        paths = []
+        for k, a in enumerate(amounts):
+            white = rng.uniform(0.85, 1.0) * 255.0
+            washed = np.clip((1 - a) * image + a * white, 0, 255).round().astype(np.uint8)
+            rel = f"images/{prefix}{i:04d}_{k}.png"
+            Image.fromarray(washed).save(out / rel)
+            paths.append(rel)
+        tasks.append(RankedSet(f"{prefix}{i:04d}", task.prompt, paths, root=out))
+    write_sets(out / "tasks.jsonl", tasks)
+    return tasks
+
+
 def reward_model(cfg: MiniatureConfig) -> Path:
     """Make (or reuse) the labelled tasks and the clip-mlp reward model; returns its folder."""
     from diffenvs.preference import (
         SyntheticLabeler,
         TrainRewardConfig,
-        make_tasks,
-        read_sets,
+        load_reward_model,
+        preference_accuracy,
         train_reward_model,
         write_sets,
     )
 
-    suffix = f"-styled{cfg.styled_tasks}" if cfg.styled_tasks else ""
-    if cfg.styled_tasks and cfg.styled_modifier:
-        suffix += f"-{cfg.styled_modifier}"
+    suffix = _suffix(cfg)
     folder = cfg.work / f"{cfg.preference}-clip-mlp{suffix}"
     if (folder / "reward_model.json").is_file():
         return folder
     t0 = time.perf_counter()
-    sets = {}
-    splits = [
-        ("train", "train", cfg.train_tasks, 0, 0),
-        ("heldout", "heldout", cfg.heldout_tasks, 1, 0),
-    ]
-    if cfg.styled_tasks:
-        splits.append(("train_styled", "train", cfg.styled_tasks, 2, 1))
-    for name, split, n, seed, styled in splits:
-        tasks_dir = cfg.work / f"tasks_{name}"
-        if styled and cfg.styled_modifier:
-            tasks_dir = cfg.work / f"tasks_{name}_{cfg.styled_modifier}"
-        if (tasks_dir / "tasks.jsonl").is_file() and len(read_sets(tasks_dir)) == n:
-            sets[name] = read_sets(tasks_dir)
-        else:
-            sets[name] = make_tasks(
-                tasks_dir,
-                n,
-                split=split,
-                num_inference_steps=10,
-                eta=1.0,
-                prompts="counts",
-                seed=seed,
-                id_prefix=name[0] if not styled else "s",
-                styled=styled,
-                styles=(cfg.styled_modifier,) if styled and cfg.styled_modifier else None,
-            )
+    sets = _task_sets(cfg)
     labeler = SyntheticLabeler(cfg.preference, seed=0)
     labelled = {name: [labeler.rank(t) for t in tasks] for name, tasks in sets.items()}
-    train_sets = labelled["train"] + labelled.get("train_styled", [])
+    train_sets = (
+        labelled["train"] + labelled.get("train_styled", []) + labelled.get("train_washed", [])
+    )
     # One labels file per labeler (preference), so labelling for another never overwrites it.
     train_labels = cfg.work / f"labels_{cfg.preference}_train{suffix}.jsonl"
-    heldout_labels = cfg.work / f"labels_{cfg.preference}_heldout.jsonl"
+    heldout_labels = cfg.work / f"labels_{cfg.preference}_heldout{suffix}.jsonl"
     write_sets(train_labels, train_sets)
-    write_sets(heldout_labels, labelled["heldout"])
+    heldout = ("heldout", "heldout_styled", "heldout_washed")
+    write_sets(heldout_labels, [t for name in heldout for t in labelled.get(name, [])])
     result = train_reward_model(
         TrainRewardConfig(
             train_labels,
@@ -138,16 +225,37 @@ def reward_model(cfg: MiniatureConfig) -> Path:
             model="clip-mlp",
             heldout_labels=heldout_labels,
             images_root=None,
+            epochs=cfg.rm_epochs,
         )
     )
+    model = load_reward_model(folder)
+    split_accuracy = {}
+    for name in heldout:
+        if name not in labelled:
+            continue
+        hits = []
+        for t in labelled[name]:
+            if t.pairs():
+                scores = model.score(t.load_images(), [t.prompt] * len(t.images)).numpy()
+                hits.append((preference_accuracy(scores, t.pairs()), len(t.pairs())))
+        split_accuracy[name] = {
+            "accuracy": sum(a * n for a, n in hits) / max(1, sum(n for _, n in hits)),
+            "pairs": sum(n for _, n in hits),
+        }
     summary = {
         "heldout_accuracy": result["heldout_accuracy"],
+        "val_accuracy": result["val_accuracy"],
+        "split_accuracy": split_accuracy,
         "minutes": (time.perf_counter() - t0) / 60,
         "train_tasks": cfg.train_tasks,
         "heldout_tasks": cfg.heldout_tasks,
         "styled_tasks": cfg.styled_tasks,
+        "styled_per_task": cfg.styled_per_task,
+        "heldout_styled_tasks": cfg.heldout_styled_tasks,
+        "augmented_tasks": cfg.augmented_tasks,
         "styled_modifier": cfg.styled_modifier,
         "preference": cfg.preference,
+        "world_version": WORLD_VERSION,
         "folder": str(folder),
     }
     write_json(folder / "miniature_reward_model.json", summary)
@@ -291,6 +399,15 @@ def refl(cfg: MiniatureConfig, rm: Path) -> dict[str, Any]:
     return out
 
 
+def direct_options_in_argv(argv: list[str]) -> tuple[str, ...]:
+    """The ReFL options a command line names as ``--direct.OPTION``: they win over the preset
+    even where their value equals DirectConfig's default (``--direct.kl-coef 0``)."""
+    prefix = "--direct."
+    return options_in_argv(
+        ["--" + a[len(prefix) :] for a in argv if a.startswith(prefix)], DirectConfig
+    )
+
+
 def main(cfg: MiniatureConfig) -> None:
     import torch
 
@@ -318,4 +435,6 @@ def main(cfg: MiniatureConfig) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(MiniatureConfig))
+    cli = tyro.cli(MiniatureConfig)
+    explicit = direct_options_in_argv(sys.argv[1:])
+    main(replace(cli, direct=replace(cli.direct, explicit=cli.direct.explicit + explicit)))

@@ -1,7 +1,7 @@
 """Figure: held-out renders and their reconstructions by two VAEs (e.g. world v1 and a v2 leg).
 
-    python benchmarks/vae_reconstructions.py --vaes diffenvs/world/weights/t2i/vae \
-        diffenvs/world/weights/v2/vae --out docs/images/world_v2_vae_reconstructions.png
+    python benchmarks/vae_reconstructions.py --vaes OLD_WORLD/t2i/vae \
+        diffenvs/world/weights/t2i/vae --out docs/images/world_v2_vae_reconstructions.png
 
 Rows: the renderer's images, then one row per VAE (posterior-mean reconstructions).
 """

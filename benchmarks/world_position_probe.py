@@ -11,7 +11,7 @@ world oracle reads each image's position. Printed and written:
   see at its first sampling step: sqrt(alpha_bar_t) times the VAE latent of the renderer's drawing
   of the prompt. If position follows the prompt only then, the model reads layout from the leak.
 
-    python benchmarks/world_position_probe.py --pipeline diffenvs/world/weights/v2/t2i --leak
+    python benchmarks/world_position_probe.py --pipeline diffenvs/world/weights/t2i --leak
     python benchmarks/world_position_probe.py --pipeline runs/world_v2/t2i_zsnr_leg1
 
 Writes ``benchmarks/results/world/position_probe_<name>.json`` and ``.png`` (rows: scenes; columns:
@@ -45,7 +45,7 @@ def probe_scenes() -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipeline", type=Path, default=Path("diffenvs/world/weights/v2/t2i"))
+    parser.add_argument("--pipeline", type=Path, default=Path("diffenvs/world/weights/t2i"))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--leak", action="store_true", help="also run with the leak added to x_T")
     parser.add_argument("--name", default=None, help="output name (default: the folder's name)")

@@ -181,8 +181,8 @@ def world_render(cfg: Render) -> Path:
 
 @dataclass
 class Demo:
-    """The quick-start demo: samples of the embedded world, then a short PPO run (~4 min on one
-    CPU core)."""
+    """The quick-start demo: samples of the embedded world, then a short RL fine-tuning run (~2
+    min on one CPU core)."""
 
     out: Path = Path("out/demo")
     """Output folder."""
@@ -190,20 +190,21 @@ class Demo:
     """Sampler steps of the world samples (part 1)."""
     guidance_scale: float = 4.0
     seed: int = 0
-    ppo_updates: int | None = None
-    """Updates of the PPO run (default: the agent's ``demo`` preset); 0 skips it."""
+    rl_updates: int | None = None
+    """Updates of the RL run (default: the direct agent's ``demo`` preset); 0 skips it."""
 
 
 def demo(cfg: Annotated[Demo, tyro.conf.OmitArgPrefixes]) -> Path:
-    """Run the quick-start demo: world samples, then PPO on DiffusionDenoise-v0 (out/demo)."""
-    from diffenvs.demo import run_demo, run_ppo_demo
+    """Run the quick-start demo: world samples, then DRaFT through DiffusionDenoise-v0's sampler
+    for prompt following (out/demo)."""
+    from diffenvs.demo import run_demo, run_rl_demo
 
-    if cfg.ppo_updates is not None and cfg.ppo_updates < 0:
-        raise ValueError(f"--ppo-updates must be >= 0 (0 skips PPO); got {cfg.ppo_updates}.")
+    if cfg.rl_updates is not None and cfg.rl_updates < 0:
+        raise ValueError(f"--rl-updates must be >= 0 (0 skips the RL run); got {cfg.rl_updates}.")
     start = time.perf_counter()
     path = run_demo(cfg.out, steps=cfg.steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
-    if cfg.ppo_updates != 0:
-        run_ppo_demo(cfg.out, updates=cfg.ppo_updates, seed=cfg.seed)
+    if cfg.rl_updates != 0:
+        run_rl_demo(cfg.out, updates=cfg.rl_updates, seed=cfg.seed)
     print(
         f"Demo done in {(time.perf_counter() - start) / 60:.1f} min; every file is in {cfg.out}/."
     )

@@ -4,11 +4,14 @@ Two parts, each a labelled picture in one folder (``out/demo`` by default):
 
 1. ``world_samples.png``: eight prompts (one per column, printed above it), the renderer's
    ground truth in the first row and the world's diffusion model's samples in the rows below.
-2. A short diffusion-policy PPO run, the agent's ``demo`` preset (``diffenvs train ppo --preset
-   demo`` runs the same thing): the reward is the world oracle's probability that an image is
-   *pastel*, on prompts that never ask for it. ``ppo_before_after.png`` shows, per held-out
-   prompt, what "pastel" means (the renderer's drawing), the base model's image and the
-   fine-tuned model's image from the same noise; ``ppo_curve.png`` the reward per update.
+2. A short RL fine-tuning run, the direct-backprop agent's ``demo`` preset (``diffenvs train
+   draft --preset demo`` runs the same thing): DRaFT-1 (Clark et al., "Directly Fine-Tuning
+   Diffusion Models on Differentiable Rewards") through the sampler of ``DiffusionDenoise-v0``
+   at 4 denoising steps, with the world oracle's reading of the prompt as the reward.
+   ``rl_before_after.png`` shows, per held-out prompt, what the prompt asks for (the renderer's
+   drawing), the base model's image and the fine-tuned model's image from the same noise;
+   ``rl_curve.png`` the reward per update. The independent judge, never part of the reward,
+   checks the gain.
 
 It ends with a summary of what changed, the key numbers and where the files are. The numbers of
 seed 0 are in ``docs/index.md`` (quick start) and ``docs/results/first_hour.md``.
@@ -36,8 +39,11 @@ DEMO_SCENES = [
     Scene("one", "star", "cyan", "large", "middle", "brick wall", ("blurred",)),
 ]
 
-#: The PPO preset the demo runs (agents/ppo/config.py).
+#: The direct-backprop agent's preset the demo runs (agents/direct/config.py).
 DEMO_PRESET = "demo"
+
+#: The prompt attributes the demo's summary reports, one by one.
+CORE_ATTRIBUTES = ("count", "shape", "colour", "size", "position", "scene")
 
 
 def labelled_grid(
@@ -111,40 +117,6 @@ def run_demo(out: Path, steps: int = 20, guidance_scale: float = 4.0, seed: int 
     return path
 
 
-def _reward_story(reward: str) -> tuple[str, str | None]:
-    """A sentence naming the reward, and the style modifier it asks for (None: no picture of it).
-
-    Understands one oracle style (``oracle:pastel``) and a sum of one with prompt following
-    (``oracle:pastel+oracle``, weights allowed: ``2*oracle:pastel+oracle``)."""
-    from diffenvs.world.attributes import MODIFIERS
-
-    terms = [t.strip().partition("*")[2] or t.strip() for t in reward.split("+")]
-    styles = [t.partition(":")[2] for t in terms if t.startswith("oracle:")]
-    style = next((m for m in styles if m in MODIFIERS), None)
-    if style is None:
-        return f"reward = `{reward}`", None
-    story = (
-        f"reward = the world oracle's probability that an image is '{style}' (`{reward}`); "
-        "the prompts never ask for it"
-    )
-    if "oracle" in terms:
-        story = (
-            f"reward = the world oracle's probability that an image is '{style}' plus its "
-            f"probability that the image shows what the prompt asks for (`{reward}`): the "
-            f"prompts never ask for '{style}', and the second term pays for keeping them"
-        )
-    return story, style
-
-
-def _eval_prompts(cfg: Any, n: int) -> list[str]:
-    """The held-out prompts the agent evaluates on, drawn as it draws them (same source, seed)."""
-    from diffenvs.envs.denoise_prompts import make_prompt_source
-
-    source = make_prompt_source(cfg.eval_prompts)
-    rng = np.random.default_rng(cfg.eval_seed)
-    return [source.sample(rng) for _ in range(n)]
-
-
 def _curve(
     history: list[dict[str, float]],
     before: float,
@@ -152,6 +124,7 @@ def _curve(
     path: Path,
     label: str,
     images_per_update: int,
+    agent: str,
 ):
     import matplotlib
 
@@ -172,8 +145,8 @@ def _curve(
     )
     ax.plot(x[k - 1 :], smooth, color="C0", lw=2, label=f"moving average ({k} updates)")
     ax.axhline(before, color="C3", ls="--", lw=1, label=f"held-out, base model: {before:.2f}")
-    ax.axhline(after, color="C2", ls="--", lw=1, label=f"held-out, after PPO: {after:.2f}")
-    ax.set_xlabel("PPO update")
+    ax.axhline(after, color="C2", ls="--", lw=1, label=f"held-out, after {agent}: {after:.2f}")
+    ax.set_xlabel(f"{agent} update")
     ax.set_ylabel(label)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -181,48 +154,49 @@ def _curve(
     plt.close(fig)
 
 
-def _judge_following(before: np.ndarray, after: np.ndarray, prompts: list[str]) -> dict | None:
-    """Prompt following as the independent judge reads it (the reward-hacking check: the demo's
-    reward uses the oracle, never the judge); None when no judge is installed."""
-    from diffenvs.models import ModelNotFoundError, load_judge
-    from diffenvs.rewards import OracleReward
+def following_by_attribute(
+    images: dict[str, np.ndarray], prompts: list[str], reader: object
+) -> dict[str, dict[str, float]]:
+    """Per core attribute, the share of each image set (e.g. ``before``/``after``) whose attribute
+    ``reader`` (the oracle or the judge) reads as the world prompt asks."""
+    from diffenvs.world.evaluate import prompt_following
 
-    try:
-        judge = OracleReward(soft=False, oracle=load_judge())
-    except (ModelNotFoundError, FileNotFoundError, ValueError):
-        return None
-    read = [
-        float(judge.evaluate(x, prompts).details["accuracy"].float().mean())
-        for x in (before, after)
-    ]
-    return {"before": read[0], "after": read[1]}
+    scenes = [scene_from_prompt(p) for p in prompts]
+    read = {name: prompt_following(reader, scenes, x) for name, x in images.items()}
+    return {a: {name: float(read[name][a]) for name in images} for a in CORE_ATTRIBUTES}
 
 
-def run_ppo_demo(out: Path, updates: int | None = None, seed: int = 0) -> dict:
-    """Part 2: PPO with the ``demo`` preset; a labelled before/after grid, the curve, a summary.
+def run_rl_demo(out: Path, updates: int | None = None, seed: int = 0) -> dict:
+    """Part 2: DRaFT with the direct agent's ``demo`` preset; a labelled before/after grid, the
+    curve and a summary.
 
     ``updates`` overrides the preset's number of updates (None keeps it). Writes
-    ``ppo_before_after.png``, ``ppo_curve.png`` and the run folder ``ppo_demo/`` (checkpoints,
+    ``rl_before_after.png``, ``rl_curve.png`` and the run folder ``rl_demo/`` (checkpoints,
     progress.csv, eval.json) into ``out``; returns the evaluation summary.
     """
-    from agents.ppo.config import PPOConfig, resolve_config
-    from agents.ppo.train import train
+    from agents.direct.config import DirectConfig, resolve_config
+    from agents.direct.train import train
+    from diffenvs.models import load_judge, load_oracle
+    from diffenvs.models.cache import clear_caches
     from diffenvs.runtime import requested_threads
 
-    overrides: dict[str, Any] = {"seed": seed, "output_dir": str(out), "run_name": "ppo_demo"}
+    overrides: dict[str, Any] = {"seed": seed, "output_dir": str(out), "run_name": "rl_demo"}
     if updates is not None:
         overrides["num_updates"] = updates
     threads = requested_threads()
     if threads is not None:
         overrides["torch_threads"] = threads
-    cfg = resolve_config(
-        PPOConfig(preset=DEMO_PRESET, tensorboard=False, explicit=tuple(overrides), **overrides)
-    )
-    story, attr = _reward_story(cfg.reward)
+    cfg = resolve_config(DirectConfig(preset=DEMO_PRESET, explicit=tuple(overrides), **overrides))
+    images = cfg.batch_size * cfg.grad_accum_steps
     print(
-        f"[2/2] RL: {cfg.num_updates} PPO updates of the world's UNet ({cfg.num_envs} images x "
-        f"{cfg.num_steps} denoising steps each), {story}."
+        f"[2/2] RL: {cfg.num_updates} DRaFT updates of the world's UNet ({images} images x "
+        f"{cfg.num_steps} denoising steps each, the reward back-propagated through the last "
+        "step): reward = the world oracle's probability that an image shows what its prompt "
+        "asks for."
     )
+    # Load the models afresh, as `diffenvs train draft --preset demo` does: the agent seeds torch
+    # before loading them, so the cached models of part 1 would change its LoRA initialisation.
+    clear_caches()
     start = time.perf_counter()
     result = train(cfg)
     minutes = (time.perf_counter() - start) / 60
@@ -230,62 +204,53 @@ def run_ppo_demo(out: Path, updates: int | None = None, seed: int = 0) -> dict:
     if not summary:
         return summary
     run_dir = Path(result["run_dir"])
-    before, after = result["eval_results"]["before"], result["eval_results"]["after"]
-    n_show = min(8, len(before["images"]))
-    prompts = _eval_prompts(cfg, n_show)
-    rows, labels = [], []
-    if attr is not None:
-        rows.append(
-            np.stack(
-                [
-                    np.asarray(render(scene_from_prompt(f"{p}, {attr}"), cfg.eval_seed + i))
-                    for i, p in enumerate(prompts)
-                ]
-            )
-        )
-        labels.append(f"what '{attr}' means (renderer)")
-    rows += [before["images"][:n_show], after["images"][:n_show]]
-    labels += ["base model", f"after {len(result['history'])} PPO updates"]
+    runs = result["eval_results"]
+    before, after, prompts = runs["before"]["images"], runs["after"]["images"], runs["prompts"]
+    n_show = min(8, len(before))
+    truth = np.stack(
+        [
+            np.asarray(render(scene_from_prompt(p), cfg.eval_seed + i))
+            for i, p in enumerate(prompts[:n_show])
+        ]
+    )
+    n_updates = len(result["history"])
     grid = labelled_grid(
-        rows,
-        labels,
-        prompts,
-        out / "ppo_before_after.png",
-        title=f"Held-out prompts, same noise before and after; {story}",
+        [truth, before[:n_show], after[:n_show]],
+        ["what the prompt asks for (renderer)", "base model", f"after {n_updates} DRaFT updates"],
+        prompts[:n_show],
+        out / "rl_before_after.png",
+        title=f"Held-out prompts, same noise before and after; {cfg.num_steps} denoising steps; "
+        "reward = the oracle's reading of the prompt",
     )
     b, a = summary["before"], summary["after"]
-    curve = out / "ppo_curve.png"
-    _curve(result["history"], b["reward_mean"], a["reward_mean"], curve, cfg.reward, cfg.num_envs)
-    text = (
-        f"What changed: in {minutes:.1f} min, {len(result['history'])} PPO updates fine-tuned "
-        f"the world's diffusion model ({story}). On {int(b['n'])} held-out prompts (same noise "
-        f"before and after) the mean reward went from {b['reward_mean']:.2f} to "
-        f"{a['reward_mean']:.2f}"
+    curve = out / "rl_curve.png"
+    _curve(
+        result["history"],
+        b["rewards"],
+        a["rewards"],
+        curve,
+        "oracle prompt following",
+        images,
+        "DRaFT",
     )
-    if attr is not None:
-        from diffenvs.rewards import OracleReward
-
-        style = OracleReward(target=attr, soft=True)
-        p_before = float(style(before["images"]).detach().mean())
-        p_after = float(style(after["images"]).detach().mean())
-        summary["style"] = {"name": attr, "before": p_before, "after": p_after}
-        text += f"; the '{attr}' probability from {p_before:.2f} to {p_after:.2f}"
-    if "oracle_accuracy" in b and "oracle_accuracy" in a:
-        text += (
-            f"; the oracle's reading of what the prompts ask for (count, shape, colour, size, "
-            f"position, background) from {100 * b['oracle_accuracy']:.0f} % to "
-            f"{100 * a['oracle_accuracy']:.0f} %"
-        )
-    judged = _judge_following(before["images"], after["images"], _eval_prompts(cfg, int(b["n"])))
-    if judged is not None:
-        summary["judge_following"] = judged
-        text += (
-            f"; the independent judge's reading (never part of a reward) from "
-            f"{100 * judged['before']:.0f} % to {100 * judged['after']:.0f} %"
-        )
-    text += (
-        f". Pictures: {grid} (columns labelled with their prompts) and {curve} (reward per "
-        f"update); the run (checkpoints, progress.csv, eval.json): {run_dir}/."
+    pairs = {"before": before, "after": after}
+    summary["oracle_by_attribute"] = following_by_attribute(pairs, prompts, load_oracle())
+    judge = following_by_attribute(pairs, prompts, load_judge())
+    summary["judge_by_attribute"] = judge
+    moved = sorted(judge, key=lambda k: judge[k]["after"] - judge[k]["before"], reverse=True)
+    per_attr = ", ".join(
+        f"{k} {100 * judge[k]['before']:.0f} -> {100 * judge[k]['after']:.0f} %" for k in moved
+    )
+    text = (
+        f"What changed: in {minutes:.1f} min, {n_updates} DRaFT updates fine-tuned the world's "
+        f"diffusion model to follow its prompts with {cfg.num_steps} denoising steps. On "
+        f"{len(prompts)} held-out prompts (same noise before and after) the oracle's reading "
+        f"of what the prompts ask for (the reward) went from {100 * b['accuracy']:.0f} % to "
+        f"{100 * a['accuracy']:.0f} %; the independent judge's (never part of a reward) from "
+        f"{100 * b['judge_accuracy']:.0f} % to {100 * a['judge_accuracy']:.0f} % ({per_attr}). "
+        f"Pictures: {grid} (columns labelled with their prompts) and {curve} (reward per "
+        f"update); the run (checkpoints, progress.csv, eval.json): {run_dir}/. Next: "
+        "`diffenvs train ppo --help` for the policy-gradient agents on DiffusionDenoise-v0."
     )
     print(textwrap.fill(text, 100))
     return summary

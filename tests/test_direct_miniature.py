@@ -55,3 +55,41 @@ def test_win_rate_counts_ties_as_half() -> None:
     before = np.array([0.1, 0.5, 0.5, 0.9])
     after = np.array([0.2, 0.5, 0.4, 0.9])
     assert win_rate(before, after) == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
+
+
+def test_direct_options_typed_on_the_command_line_win_over_the_preset() -> None:
+    from dataclasses import replace
+
+    from agents.direct.config import resolve_config
+
+    mini = _miniature()
+    argv = [
+        "--seed",
+        "1",
+        "--direct.kl-coef",
+        "0",
+        "--direct.refl-min-step=0.9",
+        "--direct.no-save",
+    ]
+    explicit = mini.direct_options_in_argv(argv)
+    assert explicit == ("kl_coef", "refl_min_step", "save")
+    # kl_coef 0 is DirectConfig's default, yet the preset's 0.01 must not replace it.
+    cfg = resolve_config(replace(mini.MINIATURE, kl_coef=0.0, explicit=explicit))
+    assert cfg.kl_coef == 0.0
+    assert resolve_config(mini.MINIATURE).kl_coef == 0.01
+
+
+def test_reward_model_names_tell_their_data_apart() -> None:
+    mini = _miniature()
+    base = mini.MiniatureConfig(preference="pastel")
+    assert mini._suffix(base) == ""
+    styled = mini.MiniatureConfig(preference="pastel", styled_tasks=300, styled_modifier="pastel")
+    assert mini._suffix(styled) == "-styled300-pastel"
+    more = mini.MiniatureConfig(
+        preference="pastel", train_tasks=600, styled_tasks=600, styled_per_task=2
+    )
+    assert mini._suffix(more) == "-train600-styled600x2"
+    # Tasks and reward models of another world version are never reused.
+    from diffenvs.world.paths import WORLD_VERSION
+
+    assert WORLD_VERSION in str(base.work)

@@ -168,22 +168,30 @@ def test_world_sample_warns_about_words_the_world_never_saw(tmp_path, capsys):
     assert out.exists()
 
 
-def test_the_demo_preset_is_valid_and_names_a_visible_reward():
-    from agents.ppo.config import PPOConfig, resolve_config
-    from diffenvs.demo import DEMO_PRESET, _reward_story
+def test_the_demo_preset_rewards_prompt_following_and_is_judged_independently():
+    from agents.direct.config import DirectConfig, resolve_config
+    from diffenvs.demo import DEMO_PRESET
 
-    cfg = resolve_config(PPOConfig(preset=DEMO_PRESET))
-    story, attribute = _reward_story(cfg.reward)
-    assert attribute == "pastel" and "pastel" in story
-    assert cfg.prompts == "counts"  # modifier-free prompts: the style is not asked for
-    # The reward also pays for prompt following, and the story says so.
-    assert "oracle" in [t.strip() for t in cfg.reward.split("+")] and "prompt" in story
-    assert _reward_story("oracle:glowing") == (
-        "reward = the world oracle's probability that an image is 'glowing' (`oracle:glowing`); "
-        "the prompts never ask for it",
-        "glowing",
+    cfg = resolve_config(DirectConfig(preset=DEMO_PRESET))
+    # The oracle's reading of the prompt is the reward; the judge (the check) never enters it.
+    assert cfg.algorithm == "draft" and cfg.reward == "oracle" and cfg.eval_judge
+    # Training and evaluation prompts are disjoint: the gain is on prompts never trained on.
+    assert cfg.prompts == "world" and cfg.eval_prompts == "world:heldout"
+    assert cfg.eval_episodes >= 64
+
+
+def test_the_demo_reports_each_attribute_for_both_readers():
+    from diffenvs.demo import CORE_ATTRIBUTES, following_by_attribute
+    from diffenvs.models import load_oracle
+    from diffenvs.world.render import render, scene_from_prompt
+
+    prompts = ["one large red circle in the middle of a grass field"] * 2
+    truth = np.stack([np.asarray(render(scene_from_prompt(p), i)) for i, p in enumerate(prompts)])
+    table = following_by_attribute(
+        {"before": truth, "after": truth[::-1].copy()}, prompts, load_oracle()
     )
-    assert _reward_story("colourfulness") == ("reward = `colourfulness`", None)
+    assert set(table) == set(CORE_ATTRIBUTES)
+    assert all(row["before"] == row["after"] == 1.0 for row in table.values())
 
 
 def test_the_cli_fills_an_agents_thread_option_unless_typed(monkeypatch):

@@ -145,8 +145,10 @@ def test_no_base_pass_unless_a_kl_term_needs_it() -> None:
     assert needs_base_model(replace(TINY, kl="fixed"))
     assert needs_base_model(replace(TINY, kl_loss_coef=1e-3))
     assert needs_base_model(replace(TINY, track_base_kl=True))
-    for preset in ("target-image", "colourfulness-kl", "prompt-alignment"):
+    for preset in ("colourfulness-kl", "prompt-alignment"):
         assert needs_base_model(resolve_config(PPOConfig(preset=preset)))
+    # target-image has no KL term since world v2: its rollouts skip the base model.
+    assert not needs_base_model(resolve_config(PPOConfig(preset="target-image")))
 
 
 def test_collapse_detection() -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import tyro
 
 Algorithm = Literal["refl", "draft", "draft-lv", "alignprop"]
-Preset = Literal["ai-feedback", "target-image", "quick"]
+Preset = Literal["ai-feedback", "target-image", "demo", "quick"]
 
 
 @dataclass
@@ -107,10 +107,11 @@ class DirectConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # Võ Mạnh Quyền's experiment in miniature (benchmarks/direct_miniature.py): ReFL with LoRA
     # rank 4 and the KL term against a CLIP-MLP reward model trained on the oracle's labels.
-    # Measured (3 seeds, blurred labeler): win rate 56/53/52 % by the labeler's ground truth,
-    # judge within 0.3 points: at this β the KL term holds the model. Against a 68 %-accurate
-    # pastel reward model at β = 1e-4, lr 1e-2: 41-59 % with k in [8, 9], 58-63 % with
-    # refl_min_step 0.9 (k = 9 only); the bar of 65 % is not met (docs/results/direct.md).
+    # Measured on world v1 (3 seeds, blurred labeler): win rate 56/53/52 % by the labeler's
+    # ground truth, judge within 0.3 points: at this β the KL term holds the model. Against a
+    # pastel reward model at β = 1e-4, lr 1e-2, refl_min_step 0.9: 58-63 % on v1. On world v2
+    # (seed 0, docs/results/direct.md) β = 1e-4 holds the model and β = 1e-5 wins every pair
+    # but loses 38 points of prompt following; the bar of 65 % within 5 points is not met.
     "ai-feedback": {
         "algorithm": "refl",
         "prompts": "world",
@@ -138,6 +139,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune": "lora",
         "learning_rate": 1e-2,
         "kl_coef": 1e-4,
+        "eval_episodes": 64,
+    },
+    # `diffenvs demo` (docs/results/first_hour.md): DRaFT-1 on the oracle's prompt following with
+    # the env's fast 4-step sampler, checked by the independent judge. Measured on world v2, 64
+    # held-out prompts, judge: 74.0 -> 79.6 % (seed 0; no attribute falls more than 4 points),
+    # 74.0 -> 83.8 % (seed 1). 16 images per update: 82.8 / 80.5 % in twice the time, but seed 0
+    # traded position for the rest (98 -> 78 %); the KL term (β 1e-4) halves the gain; lr 3e-2
+    # collapses (oracle 75 -> 29 %).
+    "demo": {
+        "algorithm": "draft",
+        "reward": "oracle",
+        "prompts": "world",
+        "eval_prompts": "world:heldout",
+        "num_steps": 4,
+        "batch_size": 8,
+        "draft_k": 1,
+        "num_updates": 60,
+        "finetune": "lora",
+        "learning_rate": 1e-2,
         "eval_episodes": 64,
     },
     # A minute-long smoke run.

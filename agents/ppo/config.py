@@ -99,11 +99,11 @@ class PPOConfig:
     pg_min_std: float = 0.0
     """Steps whose reverse-step std σ_t is below this get no policy-gradient term (they still
     count in the KL penalty and loss). Per unit of noise the log-prob gradient of a step is
-    |dμ_t/dε| / σ_t; on the world's 4-step schedule the second-last step (σ = 0.04) has 7-8x the
-    others' and swamps the signal of the steps that decide the picture. 0.1 drops the last two.
-    On the 10-step schedule the last two steps carry ~95 % of the squared gradient norm while their
-    noise barely moves the JPEG reward: PPO on JPEG compressibility did not learn with every
-    step's gradient and did with 0.1 (benchmarks/ppo_jpeg.py, benchmarks/ppo_jpeg_diagnose.py)."""
+    |dμ_t/dε| / σ_t, so a low-noise step swamps the signal of the steps that decide the picture.
+    World v2's 4-step schedule has σ ≈ 0.98, 0.82, 0.54, 0.03: 0.1 drops the last step (on v1,
+    σ ≈ 0.78, 0.52, 0.04, 0.02, it dropped the last two). On world v1's 10-step schedule PPO on
+    JPEG compressibility did not learn with every step's gradient and did with 0.1
+    (benchmarks/ppo_jpeg.py, benchmarks/ppo_jpeg_diagnose.py)."""
     kl_loss_coef: float = 0.0
     """DPOK-style regulariser: add this × the exact per-step KL to the base model to the loss and
     differentiate it directly (low variance; independent of the reward penalty ``kl``). The KL
@@ -188,11 +188,14 @@ _TEN_STEP_CPU: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Kristiansen & Vågen 2023, Exp. 1, on one CPU thread (~6 min): every sample of one prompt
-    # moves onto a fixed target image (the default world render: a yellow star on a night sky)
-    # that the base model never draws for this prompt. The KL loss keeps the images drawable (plain PPO reaches the
-    # reward with textures); dropping the two low-noise steps from the policy gradient cuts the
-    # drift after convergence (docs/agents/ppo.md has the ablation).
+    # Kristiansen & Vågen 2023, Exp. 1: every sample of one prompt moves onto a fixed target
+    # image (the default world render: a yellow star on a night sky) that the base model never
+    # draws for this prompt. Dropping the low-noise last step from the policy gradient cuts the
+    # drift. On world v2 (which holds its prompt's ocean strongly) the KL loss of the v1 preset
+    # (1e-3, and even 1e-4) kept the ocean and stalled at +2.4 base std; without it the
+    # background turns within ~50 updates. Longer runs drift: with 80 updates seed 0's rollout
+    # reward rose from -5.0 to -3.0 by update 13 and fell back to -5.2, below the base model
+    # (docs/results/ppo.md, "Target image").
     "target-image": {
         "reward": "target_rmse",
         "prompts": "prompt:one large yellow star in the middle of an ocean",
@@ -200,12 +203,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_steps": 4,
         "num_envs": 16,
         "samples_per_prompt": 4,
-        "num_updates": 150,
+        "num_updates": 50,
         "minibatch_size": 32,
         "grad_accum_steps": 2,
         "finetune": "full",
         "learning_rate": 1e-4,
-        "kl_loss_coef": 1e-3,
         "pg_min_std": 0.1,
         "group_std": False,
         "eval_episodes": 64,
@@ -258,11 +260,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "save_every": 10,
         **_SUM,
     },
-    # `diffenvs demo` (docs/results/first_hour.md): a style the prompts never ask for, 'pastel'
-    # as the world oracle reads it, on modifier-free prompts, plus the oracle's prompt following,
-    # so the policy gains the style without dropping the prompts (pastel alone: following fell
-    # 55 -> 50 %, colour 64 -> 44 %, on 64 held-out prompts). 16 images per update (4 prompts x
-    # 4) keep the per-prompt advantages meaningful; the KL loss keeps the images drawable.
+    # World v1's `diffenvs demo` (the demo now runs DRaFT: agents/direct/config.py): a style the
+    # prompts never ask for, 'pastel' as the world oracle reads it, plus the oracle's prompt
+    # following. On v1: pastel 0.19 -> 0.32 with following kept; on world v2, whose images are
+    # almost never pastel unasked (mean probability 0.02), it does not move (0.02 -> 0.02).
+    # benchmarks/first_hour.py times one update of it.
     "demo": {
         "reward": "2*oracle:pastel+oracle",
         "prompts": "counts",

@@ -63,7 +63,7 @@ class Config:
     init_from: Path | None = None
     """Start from the transformer and text encoder of this SD3-layout folder (e.g. ``out`` itself,
     to train longer) instead of from random weights. The tokenizer and VAE must be the world's."""
-    vae: Path = WEIGHTS_DIR / "v2" / "vae"
+    vae: Path = WEIGHTS_DIR / "t2i" / "vae"
     """The AutoencoderKL folder whose latents to train on (copied into ``out/vae``)."""
     width: int = 128
     layers: int = 3

@@ -68,6 +68,17 @@ class Config:
     trailing timesteps: x_T carries no trace of the image, so the layout must come from the
     prompt; see ``diffenvs.world.t2i.make_scheduler``). ``--init-from`` an 'sd' folder with
     'zero-snr' fine-tunes the UNet into the new parametrisation."""
+    object_weight: float = 1.0
+    """Loss weight of the latent pixels an object touches (the renderer's coverage mask, max-pooled
+    to the latent grid); the rest weigh 1. Objects cover a few percent of an image while textured
+    backgrounds (bricks, waves) dominate a uniform loss; > 1 spends the small UNet's capacity on
+    the objects' outlines, which is where shape lives."""
+    object_weight_below_t: int = 1000
+    """Apply ``object_weight`` only at timesteps below this one. A weight that depends on the clean
+    image biases the learned mean towards images with objects wherever x_t cannot tell where the
+    objects are (measured: 6,000 steps at weight 4 on every timestep took shape 41 -> 60 % but
+    count 94 -> 83 %); below t ~ 500 x_t already shows where they are, so the weight only shifts
+    effort to their outlines."""
 
 
 @torch.no_grad()
@@ -131,6 +142,13 @@ def main(cfg: Config) -> None:
         means, stds = encode_dataset(vae, train.images)
         torch.save((means, stds), latent_file)
     scale = vae.config.scaling_factor
+    if cfg.object_weight < 1.0:
+        raise ValueError(
+            f"--object-weight must be >= 1 (got {cfg.object_weight}); 1 is a uniform loss."
+        )
+    factor = train.images.shape[1] // means.shape[-1]
+    object_cells = F.max_pool2d(torch.from_numpy(train.masks).float()[:, None] / 255, factor) > 0.05
+    pixel_weight = 1.0 + (cfg.object_weight - 1.0) * object_cells.float()
 
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_world_tokenizer(tmp)
@@ -182,7 +200,11 @@ def main(cfg: Config) -> None:
         else:
             target = noise
             weight = snr[t].clamp(max=cfg.min_snr_gamma) / snr[t]
-        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        pixels = torch.where(
+            (t < cfg.object_weight_below_t)[:, None, None, None], pixel_weight[idx], 1.0
+        )
+        error = F.mse_loss(pred, target, reduction="none") * pixels
+        loss = (weight * error.mean(dim=(1, 2, 3)) / pixels.mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
