@@ -3,7 +3,7 @@
 Each seed runs, in its own process, the command
 
     diffenvs train draft --preset demo --reward "2*oracle:prompt:ATTR+oracle" \\
-        --learning-rate LR --num-updates N --eval-episodes 256 --seed S
+        --learning-rate LR --num-updates N --grad-accum-steps 2 --eval-episodes 256 --seed S
 
 (DRaFT-1 through the 4-step sampler of DiffusionDenoise-v0, LoRA rank 4; the reward is twice the
 oracle's probability of the prompt's ATTR plus its probability of the whole prompt, which keeps
@@ -38,8 +38,8 @@ class Args:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     learning_rate: float = 3e-3
     num_updates: int = 180
-    grad_accum_steps: int = 1
-    """Micro-batches of 8 images per update."""
+    grad_accum_steps: int = 2
+    """Micro-batches of 8 images per update (2: 16 images; 1 gained 12.9 points, not 15.8)."""
     eval_episodes: int = 256
     out: Path = Path("benchmarks/results/prompt_alignment")
     runs: Path = Path("runs/prompt_alignment")
