@@ -11,10 +11,12 @@ the other attributes: ATTR alone trades them away), then reads the same held-out
 and after with the oracle (the reward's reader) and with the independent judge (never in a
 reward), per attribute.
 
-    python benchmarks/prompt_alignment.py --attribute count --seeds 0 1 2
+    python benchmarks/prompt_alignment.py --attribute shape --seeds 0 1 2   # world v2.1: +25.8
+    python benchmarks/prompt_alignment.py --attribute count --seeds 0 1 2   # world v2: +15.8
 
 Writes ``OUT/seedS.json`` per seed and ``OUT/summary.md`` (mean over seeds, the judge's gain on
-ATTR, the largest loss on any other attribute).
+ATTR, the largest loss on any other attribute, image statistics before and after). A seed whose
+run folder already holds ``eval.json`` is read, not trained again.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import tyro
 
 @dataclass
 class Args:
-    attribute: str = "count"
+    attribute: str = "shape"
     reward: str = "2*oracle:prompt:{attribute}+oracle"
     """The reward; ``{attribute}`` is filled in."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -55,6 +57,22 @@ def _eval_prompts(config: dict) -> list[str]:
     return [source.sample(rng) for _ in range(config["eval_episodes"])]
 
 
+def image_stats(images: np.ndarray, prompts: list[str]) -> dict[str, float]:
+    """What else an alignment reward could change: brightness and contrast (mean and per-image
+    std of the pixels, in [0, 1]), the colourfulness reward's score, and prompt-to-prompt
+    diversity (mean RMS distance between images of different prompts)."""
+    from agents.ppo.evaluate import image_diversity
+    from diffenvs import make_reward
+
+    x = images.astype(np.float64) / 255.0
+    return {
+        "brightness": float(x.mean()),
+        "contrast": float(x.reshape(len(x), -1).std(1).mean()),
+        "colourfulness": float(make_reward("colourfulness")(images).mean()),
+        "diversity": image_diversity(images, prompts),
+    }
+
+
 def read_run(run: Path) -> dict:
     """Per-attribute accuracy of the run's held-out images before and after, by both readers."""
     from diffenvs.demo import following_by_attribute
@@ -65,6 +83,7 @@ def read_run(run: Path) -> dict:
     images = {k: np.load(run / f"eval_{k}.npz")["images"] for k in ("before", "after")}
     report = json.loads((run / "eval.json").read_text())
     return {
+        "image_stats": {k: image_stats(x, prompts) for k, x in images.items()},
         "command_config": {
             k: config[k] for k in ("reward", "learning_rate", "num_updates", "seed")
         },
@@ -111,7 +130,8 @@ def main(args: Args) -> None:
             "--output-dir", str(args.runs), "--run-name", name,
         ]  # fmt: skip
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run(command, check=True, env=env)
+        if not (args.runs / name / "eval.json").exists():  # a finished run is read, not re-run
+            subprocess.run(command, check=True, env=env)
         row = read_run(args.runs / name) | {"seed": seed, "command": " ".join(command[2:])}
         (args.out / f"seed{seed}.json").write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
@@ -155,6 +175,21 @@ def write_summary(rows: list[dict], args: Args) -> None:
         )
         for r in rows
     ]
+    stats = list(rows[0]["image_stats"]["before"])
+    lines += [
+        "",
+        "Image statistics of the same held-out images, before → after:",
+        "",
+        "| seed | " + " | ".join(stats) + " |",
+        "|---|" + "---|" * len(stats),
+    ]
+    for row in rows:
+        before, after = row["image_stats"]["before"], row["image_stats"]["after"]
+        lines.append(
+            f"| {row['seed']} | "
+            + " | ".join(f"{before[k]:.3f} → {after[k]:.3f}" for k in stats)
+            + " |"
+        )
     lines += [
         "",
         f"Judge, {args.attribute}: gain per seed {', '.join(f'{g:+.1f}' for g in gain)} points "

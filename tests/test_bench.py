@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.bench.entrants import Budget, CurvePoint, Entrant, Trained, load_entrant
+from agents.bench.entrants import Budget, CurvePoint, Diverged, Entrant, Trained, load_entrant
 from agents.bench.page import render_page
 from agents.bench.run import BenchConfig, main, resolve, run_cell
 from agents.bench.schema import SCHEMA, CellResult, cell_path, load_cells
@@ -27,6 +27,16 @@ class BaseModelEntrant:
 
         unet = copy.deepcopy(make_eval_envs(task, num_envs=1).unwrapped.sampler.unet)
         return Trained(unet, [CurvePoint(budget.images, 0.5, 0.0)], {"note": "no training"})
+
+
+class DivergingEntrant:
+    """Diverges after one update (as an unregularised policy under a linear reward does)."""
+
+    name = "diverging"
+    summary = "leaves the model's range"
+
+    def train(self, task, budget, seed, run_dir) -> Trained:
+        raise Diverged("x_t left [-10000, 10000]", [CurvePoint(64, 0.1, 5.0)])
 
 
 def _quick(tmp_path: Path, **changes) -> BenchConfig:
@@ -68,6 +78,53 @@ def test_reference_cell_measures_the_distance_to_the_optimum(tmp_path: Path) -> 
     assert 0 < base["sw2_noise_floor"] < base["sw2_to_pstar"]
     page = render_page(tmp_path / "quick", tmp_path / "images", "images/")
     assert "objective E[r] - β·KL (optimum)" in page and "| ppo-kl | 1 |" in page
+
+
+def test_a_diverged_policy_is_a_result_not_a_crash(tmp_path: Path) -> None:
+    cfg = resolve(BenchConfig(quick=True, out=tmp_path, tasks=("reference-2d",)))
+    cfg = replace(cfg, eval_episodes=200)
+    cell = run_cell(cfg, "reference-2d", f"{__name__}:DivergingEntrant", seed=1)
+    assert cell.diverged and cell.final == {} and cell.note == "x_t left [-10000, 10000]"
+    assert cell.curve == [[64, 0.1, 5.0]] and cell.base["objective"] == cell.base["objective"]
+    saved = CellResult.from_json(
+        json.loads(cell_path(cfg.out, "reference-2d", "diverging", 1).read_text())
+    )
+    assert saved.status == "diverged" and saved.gain_base_std != saved.gain_base_std  # NaN
+    page = render_page(cfg.out, tmp_path / "images", "images/")
+    assert (
+        "| diverging | 1 | **diverged** (seed 1: x_t left [-10000, 10000] after 64 training images)"
+        in page
+    )
+
+
+def test_reinforce_reports_divergence_instead_of_crashing_the_env() -> None:
+    # Unregularised REINFORCE under the reference task's linear reward, with a huge step size.
+    task = TASKS["reference-2d"]
+    task = replace(task, recipe={**task.recipe, "learning_rate": 1.0})
+    with pytest.raises(Diverged, match=r"x_t left \[-10000, 10000\]") as err:
+        load_entrant("reinforce").train(task, Budget(64 * 20, 600.0), 0, Path("unused"))
+    assert len(err.value.curve) >= 1
+
+
+def test_entrants_that_do_not_apply_are_skipped_and_listed(tmp_path: Path) -> None:
+    from agents.bench.entrants import cannot_run
+
+    draft = load_entrant("draft")
+    assert "no gradients" in cannot_run(draft, TASKS["jpeg"])
+    assert "decoder" in cannot_run(draft, TASKS["reference-2d"])
+    assert cannot_run(draft, TASKS["pastel"]) is None
+    assert cannot_run(load_entrant("reinforce"), TASKS["jpeg"]) is None  # no such method
+    # The one-command sweep skips the cell instead of failing (no SystemExit), and writes nothing.
+    main(BenchConfig(quick=True, tasks=("jpeg",), entrants=("draft",), out=tmp_path, page=None))
+    assert load_cells(tmp_path / "quick") == []
+    cfg = replace(
+        resolve(BenchConfig(quick=True, out=tmp_path, tasks=("reference-2d",))), eval_episodes=200
+    )
+    run_cell(cfg, "reference-2d", f"{__name__}:DivergingEntrant", seed=0)
+    page = render_page(cfg.out, tmp_path / "images", "images/")
+    assert "Not applicable: draft, refl (it back-propagates" in page
+    assert "Not measured yet: grpo, ppo, ppo-gae, ppo-kl, reinforce" in page
+    assert "## Tasks not measured yet" in page and "jpeg" in page
 
 
 def test_reward_at_seconds_reads_the_curve_at_the_wall_clock_budget() -> None:

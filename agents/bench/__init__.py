@@ -9,7 +9,7 @@ the base model, diversity, the independent judge) → ``schema`` (the JSON of on
 Only light modules are imported here: listing tasks and entrants loads no model.
 """
 
-from agents.bench.entrants import Budget, CurvePoint, Entrant, Trained, entrant_names
+from agents.bench.entrants import Budget, CurvePoint, Diverged, Entrant, Trained, entrant_names
 from agents.bench.schema import SCHEMA, CellResult
 from agents.bench.tasks import TASKS, Task
 
@@ -19,6 +19,7 @@ __all__ = [
     "Budget",
     "CellResult",
     "CurvePoint",
+    "Diverged",
     "Entrant",
     "Task",
     "Trained",

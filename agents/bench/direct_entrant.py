@@ -36,14 +36,25 @@ class _DirectEntrant:
     summary = ""
     algorithm = "draft"
 
+    def cannot_run(self, task: Task) -> str | None:
+        """Why this entrant does not apply to ``task`` (None: it does)."""
+        if task.env_id != "DiffusionDenoise-v0":
+            return (
+                "it back-propagates through a text-to-image pipeline's decoder, which "
+                f"{task.env_id} does not have"
+            )
+        from diffenvs import make_reward
+
+        if not make_reward(task.reward).supports_gradients:
+            return f"it needs a differentiable reward and {task.reward} has no gradients"
+        return None
+
     def config(self, task: Task, budget: Budget, seed: int, run_dir: Path) -> Any:
         from agents.direct.config import DirectConfig
 
-        if task.env_id != "DiffusionDenoise-v0":
-            raise ValueError(
-                f"{self.name} back-propagates through the denoising pipeline's decoder, which the "
-                f"task {task.name!r} ({task.env_id}) does not have; use it on the world tasks."
-            )
+        reason = self.cannot_run(task)
+        if reason is not None:
+            raise ValueError(f"{self.name} cannot run task {task.name!r}: {reason}.")
         per_update = _RECIPE["batch_size"]
         if budget.images < per_update:
             raise ValueError(

@@ -58,12 +58,31 @@ class Trained:
     """The options the entrant ran with (saved in the cell's JSON)."""
 
 
+class Diverged(RuntimeError):
+    """Raised by an entrant whose policy has left the model's range (non-finite or |x| beyond the
+    env's ``ACTION_LIMIT``): the runner records the cell as diverged, with the curve so far,
+    instead of failing it. ``curve``: the training curve up to the divergence."""
+
+    def __init__(self, reason: str, curve: list[CurvePoint]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.curve = curve
+
+
 @runtime_checkable
 class Entrant(Protocol):
     name: str
     summary: str
 
     def train(self, task: Task, budget: Budget, seed: int, run_dir: Path) -> Trained: ...
+
+
+def cannot_run(entrant: Entrant, task: Task) -> str | None:
+    """Why ``entrant`` does not apply to ``task``, or None. An entrant may define
+    ``cannot_run(task) -> str | None`` (e.g. a direct-backprop agent on a reward without
+    gradients); the runner skips such cells and the page lists them, instead of failing them."""
+    method = getattr(entrant, "cannot_run", None)
+    return None if method is None else method(task)
 
 
 def trained_from_run(result: dict[str, Any], config: Any, images_per_update: int) -> Trained:

@@ -33,6 +33,59 @@ def _delta(cells: list[CellResult], key: str) -> str:
     return f"{100 * b:.1f} → {100 * a:.1f}"
 
 
+def _by_entrant(
+    cells: list[CellResult],
+) -> tuple[dict[str, list[CellResult]], dict[str, list[CellResult]]]:
+    """Cells grouped by entrant: those that finished, and those whose policy diverged."""
+    ok: dict[str, list[CellResult]] = defaultdict(list)
+    diverged: dict[str, list[CellResult]] = defaultdict(list)
+    for c in cells:
+        (diverged if c.diverged else ok)[c.entrant].append(c)
+    return ok, diverged
+
+
+def _diverged_lines(diverged: dict[str, list[CellResult]], columns: int) -> list[str]:
+    """One row per entrant with diverged seeds: which seeds, why and when (not ranked)."""
+    rows = []
+    for name, group in sorted(diverged.items()):
+        seeds = ", ".join(str(c.seed) for c in group)
+        why = "; ".join(sorted({c.note for c in group if c.note})) or "diverged"
+        last = sorted(int(c.curve[-1][0]) for c in group if c.curve)
+        when = ""
+        if last:
+            span = f"{last[0]:,}" if last[0] == last[-1] else f"{last[0]:,}–{last[-1]:,}"
+            when = f" after {span} training images"
+        rows.append(
+            f"| {name} | {len(group)} | **diverged** (seed {seeds}: {why}{when}) |"
+            + " – |" * (columns - 3)
+        )
+    return rows
+
+
+def _missing_entrants(task_name: str, present: set[str]) -> list[str]:
+    """The built-in entrants without cells on the task: those that do not apply to it (and why),
+    and those not measured yet (and the command that adds them)."""
+    from agents.bench.entrants import ENTRANTS, cannot_run, load_entrant
+
+    if task_name not in TASKS:
+        return []
+    reasons: dict[str, list[str]] = defaultdict(list)
+    not_yet = []
+    for name in sorted(set(ENTRANTS) - present):
+        reason = cannot_run(load_entrant(name), TASKS[task_name])
+        if reason is None:
+            not_yet.append(name)
+        else:
+            reasons[reason].append(name)
+    lines = [f"Not applicable: {', '.join(n)} ({r})." for r, n in sorted(reasons.items())]
+    if not_yet:
+        lines.append(
+            f"Not measured yet: {', '.join(not_yet)} (`python -m agents.bench.run --tasks "
+            f"{task_name} --entrants {' '.join(not_yet)}`)."
+        )
+    return ["", *lines] if lines else []
+
+
 def task_table(cells: list[CellResult]) -> list[str]:
     lines = [
         "| entrant | seeds | held-out reward (base → final) | gain (base std) | train reward at "
@@ -40,9 +93,7 @@ def task_table(cells: list[CellResult]) -> list[str]:
         "following, judge (%) | reward's target, judge (%) | train time (s) | peak RSS (GB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by_entrant: dict[str, list[CellResult]] = defaultdict(list)
-    for c in cells:
-        by_entrant[c.entrant].append(c)
+    by_entrant, diverged = _by_entrant(cells)
     ranked = sorted(
         by_entrant.items(), key=lambda kv: -statistics.fmean(c.gain_base_std for c in kv[1])
     )
@@ -59,7 +110,7 @@ def task_table(cells: list[CellResult]) -> list[str]:
             f"{_mean_spread([c.train_seconds for c in group])} | "
             f"{_mean_spread([c.peak_rss_gb for c in group])} |"
         )
-    return lines
+    return lines + _diverged_lines(diverged, columns=11)
 
 
 def reference_table(cells: list[CellResult]) -> list[str]:
@@ -75,9 +126,7 @@ def reference_table(cells: list[CellResult]) -> list[str]:
         "kNN KL to p* | train time (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    by_entrant: dict[str, list[CellResult]] = defaultdict(list)
-    for c in cells:
-        by_entrant[c.entrant].append(c)
+    by_entrant, diverged = _by_entrant(cells)
     ranked = sorted(
         by_entrant.items(), key=lambda kv: -statistics.fmean(c.final["objective"] for c in kv[1])
     )
@@ -92,7 +141,7 @@ def reference_table(cells: list[CellResult]) -> list[str]:
             f"{_mean_spread([x['knn_kl_to_pstar'] for x in f])} | "
             f"{_mean_spread([c.train_seconds for c in group])} |"
         )
-    return lines
+    return lines + _diverged_lines(diverged, columns=8)
 
 
 def task_figure(cells: list[CellResult], path: Path) -> None:
@@ -150,7 +199,8 @@ def render_page(out: Path, images_dir: Path, image_prefix: str) -> str:
         "JSON by `python -m agents.bench.page`; run the cells with `python -m agents.bench.run` "
         "(`docs/benchmark.md` shows how to add your own algorithm).",
         "",
-        f"**Measured on:** world {', '.join(worlds) or '–'}; budgets (training images, "
+        f"**Measured on:** world {', '.join(worlds) or '–'} (each world task names its own "
+        f"below; the reference tasks do not use the world); budgets (training images, "
         f"seconds): {', '.join(f'{i}, {s}' for i, s in budgets) or '–'}; one CPU thread per "
         f"cell.{load} Raw cells: `benchmarks/results/leaderboard/<task>/<entrant>/seed<k>.json`.",
         "",
@@ -169,8 +219,15 @@ def render_page(out: Path, images_dir: Path, image_prefix: str) -> str:
         figure = images_dir / f"leaderboard_{name}.png"
         task_figure(group, figure)
         lines += [f"## {name}", "", summary[:1].upper() + summary[1:] + ".", ""]
-        is_reference = "sw2_to_pstar" in group[0].final
+        if name in TASKS and TASKS[name].world_only:
+            on = sorted({c.world.get("world", "?") for c in group})
+            mixed = " (cells of different worlds: re-run the older ones)" if len(on) > 1 else ""
+            lines += [f"Measured on world {', '.join(on)}{mixed}.", ""]
+        is_reference = (
+            TASKS[name].is_reference if name in TASKS else "sw2_to_pstar" in group[0].base
+        )
         lines += reference_table(group) if is_reference else task_table(group)
+        lines += _missing_entrants(name, {c.entrant for c in group})
         lines += [
             "",
             f"![{name}: training reward per image and per second]({image_prefix}{figure.name})",
@@ -178,6 +235,14 @@ def render_page(out: Path, images_dir: Path, image_prefix: str) -> str:
         ]
     if not cells:
         lines += ["No cells yet: run `python -m agents.bench.run`.", ""]
+    elif unmeasured := sorted(set(TASKS) - set(by_task)):
+        lines += [
+            "## Tasks not measured yet",
+            "",
+            f"{', '.join(unmeasured)}: `python -m agents.bench.run --tasks "
+            f"{' '.join(unmeasured)}` (`docs/benchmark.md` describes them).",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import copy
 import time
 from pathlib import Path
 
-from agents.bench.entrants import Budget, CurvePoint, Trained
+from agents.bench.entrants import Budget, CurvePoint, Diverged, Trained
 from agents.bench.tasks import Task
 
 
@@ -47,6 +47,7 @@ class ReinforceEntrant:
 
         import diffenvs  # noqa: F401  (registers the environments)
         from diffenvs.envs.denoise_prompts import make_prompt_source
+        from diffenvs.envs.validate import ACTION_LIMIT
 
         # The task's recipe (batch size, learning rate for its scale) wins over the defaults.
         n = int(task.recipe.get("images_per_update", self.images_per_update))
@@ -85,6 +86,9 @@ class ReinforceEntrant:
                 with torch.no_grad():
                     dist = sampler.distribution(sampler.model_output(policy, x, ks, embeds), x, ks)
                     prev = dist.sample(torch.randn_like(x))
+                if not bool(torch.isfinite(prev).all()) or float(prev.abs().max()) > ACTION_LIMIT:
+                    # Nothing regularises the policy here (no KL): report it, don't crash.
+                    raise Diverged(f"x_t left [-{ACTION_LIMIT:g}, {ACTION_LIMIT:g}]", curve)
                 obs, _, _, _, info = envs.step(prev.numpy())
                 steps.append((x, ks, prev))
             rewards = torch.as_tensor(info["terminal_reward"], dtype=torch.float32)

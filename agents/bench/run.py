@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tyro
 
-from agents.bench.entrants import ENTRANTS, Budget, load_entrant
+from agents.bench.entrants import ENTRANTS, Budget, Diverged, cannot_run, load_entrant
 from agents.bench.schema import CellResult, cell_path
 from agents.bench.tasks import TASKS, Task, get_task
 
@@ -92,8 +92,11 @@ def base_summary(cfg: BenchConfig, task: Task, envs) -> dict[str, float]:
     """The base model's held-out evaluation, computed once per task and budget of eval images."""
     from agents.bench.evaluate import evaluate_denoiser
     from diffenvs.io import write_json
+    from diffenvs.world.paths import WORLD_VERSION
 
-    file = cfg.out / task.name / f"base_{task.eval_episodes}_{cfg.eval_seed}.json"
+    # The base model of a world task changes with the world: never reuse another world's.
+    tag = f"{WORLD_VERSION}_" if task.world_only else ""
+    file = cfg.out / task.name / f"base_{tag}{task.eval_episodes}_{cfg.eval_seed}.json"
     if file.exists() and not cfg.overwrite:
         return json.loads(file.read_text())
     summary = evaluate_denoiser(task, envs.unwrapped.sampler.unet, envs, cfg.eval_seed)
@@ -115,7 +118,12 @@ def run_cell(cfg: BenchConfig, task_name: str, entrant_name: str, seed: int) -> 
     images = cfg.images if cfg.images is not None else task.images
     if cfg.quick and cfg.images is None:
         images = 2 * int(task.recipe.get("images_per_update", 16))
-    trained = entrant.train(task, Budget(images, cfg.seconds), seed, run_dir)
+    trained, status, note = None, "ok", ""
+    try:
+        trained = entrant.train(task, Budget(images, cfg.seconds), seed, run_dir)
+        curve = trained.curve
+    except Diverged as err:  # an algorithm's result, not a crash: the page shows it as such
+        status, note, curve = "diverged", err.reason, err.curve
     train_seconds = time.perf_counter() - start
     machine = {
         "cpus": os.cpu_count() or 0,
@@ -124,20 +132,24 @@ def run_cell(cfg: BenchConfig, task_name: str, entrant_name: str, seed: int) -> 
     }
     envs = make_eval_envs(task)
     base = base_summary(cfg, task, envs)
-    final = evaluate_denoiser(task, trained.denoiser, envs, cfg.eval_seed)
+    final = (
+        {} if trained is None else evaluate_denoiser(task, trained.denoiser, envs, cfg.eval_seed)
+    )
     cell = CellResult(
         task=task.name,
         entrant=entrant.name,
         seed=seed,
         budget={"images": images, "seconds": cfg.seconds},
-        curve=[[p.images, round(p.seconds, 3), p.reward] for p in trained.curve],
+        curve=[[p.images, round(p.seconds, 3), p.reward] for p in curve],
         base=base,
         final=final,
         train_seconds=train_seconds,
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         world=world_info(),
-        config=trained.config,
+        config=trained.config if trained is not None else {},
         machine=machine,
+        status=status,
+        note=note,
     )
     write_json(cell_path(cfg.out, task.name, entrant.name, seed), cell.to_json())
     return cell
@@ -153,11 +165,16 @@ def main(cfg: BenchConfig) -> list[Path]:
     from tqdm.auto import tqdm
 
     cells = [(t, e, s) for t in cfg.tasks for e in cfg.entrants for s in cfg.seeds]
-    written, failed = [], []
+    written, failed, skipped = [], [], {}
     for task, entrant, seed in tqdm(cells, desc="leaderboard cells"):
-        path = cell_path(cfg.out, task, load_entrant(entrant).name, seed)
+        loaded = load_entrant(entrant)
+        path = cell_path(cfg.out, task, loaded.name, seed)
         if path.exists() and not cfg.overwrite:
             written.append(path)
+            continue
+        reason = cannot_run(loaded, get_task(task))
+        if reason is not None:
+            skipped[f"{task}/{loaded.name}"] = reason
             continue
         cmd = [sys.executable, "-m", "agents.bench.run", "--out", str(cfg.out.resolve())]
         cmd += ["--seconds", str(cfg.seconds)]
@@ -181,6 +198,7 @@ def main(cfg: BenchConfig) -> list[Path]:
         write_page(cfg.out, cfg.page)
     print(
         f"leaderboard: {len(written)} cells in {cfg.out}"
+        + (f"; not applicable: {', '.join(skipped)}" if skipped else "")
         + (f"; FAILED: {', '.join(failed)}" if failed else "")
         + (f"; page: {cfg.page}" if cfg.page is not None else "")
     )

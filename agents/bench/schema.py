@@ -16,6 +16,9 @@ Schema ``diffenvs.leaderboard/1``, one file per cell, ``<out>/<task>/<entrant>/s
     diversity_ratio    final.diversity / base.diversity (below 0.5: collapsed)
     train_seconds, peak_rss_gb, config
     machine       {"cpus", "load_start", "load_end"}: how busy the machine was (wall-clock depends on it)
+    status        "ok", or "diverged": the policy left the model's range during training (the
+                  entrant raised ``Diverged``); then ``final`` is empty and ``note`` says when
+    note          why the cell is not "ok" ("" otherwise)
 
 A cell file is written atomically; a cell whose file exists is not run again (``--overwrite``).
 """
@@ -46,15 +49,25 @@ class CellResult:
     machine: dict[str, float] = field(default_factory=dict)
     """CPU count and 1-minute load average at the start and end of training: wall-clock numbers
     measured beside other jobs are slower, and this says by roughly how much."""
+    status: str = "ok"
+    note: str = ""
     schema: str = SCHEMA
 
     @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
+
+    @property
     def gain_base_std(self) -> float:
+        if self.diverged:
+            return float("nan")
         std = self.base.get("reward_std") or float("nan")
         return (self.final["reward_mean"] - self.base["reward_mean"]) / std
 
     @property
     def diversity_ratio(self) -> float:
+        if self.diverged:
+            return float("nan")
         return self.final["diversity"] / (self.base.get("diversity") or float("nan"))
 
     @property

@@ -106,13 +106,16 @@ TASKS: dict[str, Task] = {
             eval_prompts="world:heldout",
         ),
         Task(
-            name="prompt-count",
-            summary="prompt alignment: the oracle's reading of the prompt's count; the judge "
-            "re-reads it",
-            reward="oracle:prompt:count",
-            prompts="counts",
-            eval_prompts="counts:heldout",
-            independent_target="prompt:count",
+            name="prompt-shape",
+            summary="prompt alignment on the world's hardest attribute: twice the oracle's "
+            "probability of the prompt's shape plus its probability of the whole prompt (the "
+            "recipe of docs/results/prompt_alignment.md); the judge re-reads the shape",
+            reward="2*oracle:prompt:shape+oracle",
+            prompts="world",
+            eval_prompts="world:heldout",
+            num_steps=4,
+            independent_target="prompt:shape",
+            eval_episodes=64,
         ),
         *(
             Task(
