@@ -29,6 +29,10 @@ and where "paler" stops being better (washed tasks, ``--augmented-tasks``):
         --styled-modifier pastel --heldout-styled-tasks 60 --augmented-tasks 300 --seed 0 \
         --direct.learning-rate 1e-2 --direct.kl-coef 3e-5 --direct.refl-min-step 0.9
 
+``--mismatched-tasks N`` adds N train tasks (and ``--heldout-tasks`` held-out ones) with one image
+drawn from a prompt with one attribute changed, so that the reward model learns to check the
+prompt, not only the style.
+
 Tasks, labels (one file per preference) and reward models live under ``--work`` and are reused.
 Writes OUT/miniature_PREFERENCE_seedS.json (with the per-image utilities) and, in the run folder,
 the before/after grid and curves.
@@ -78,6 +82,12 @@ class MiniatureConfig:
     heldout_styled_tasks: int = 0
     """Extra held-out tasks made like the styled train tasks (on world v2 the plain tasks hardly
     vary in style, so their pairs are mostly ordered by the labeler's noise)."""
+    mismatched_tasks: int = 0
+    """Extra train tasks (and as many held-out ones as ``heldout_tasks``) with one image per task
+    drawn from the prompt with one attribute changed, under the original prompt: the labeler,
+    who wants the prompt followed, ranks it low, so the reward model learns to check the prompt
+    (on world v2 the plain tasks follow their prompts too uniformly to teach it, and ReFL traded
+    prompt following for the preferred style)."""
     augmented_tasks: int = 0
     """Extra train tasks (and ``heldout_tasks`` held-out ones) made without sampling: a plain
     task's first image and three copies washed toward white by random amounts (0-95 %), ranked by
@@ -106,6 +116,8 @@ def _suffix(cfg: MiniatureConfig) -> str:
         suffix += f"-{cfg.styled_modifier}" if cfg.styled_modifier else ""
     if cfg.augmented_tasks:
         suffix += f"-washed{cfg.augmented_tasks}"
+    if cfg.mismatched_tasks:
+        suffix += f"-mismatched{cfg.mismatched_tasks}"
     return suffix
 
 
@@ -116,23 +128,30 @@ def _task_sets(cfg: MiniatureConfig) -> dict[str, list[Any]]:
 
     mod = f"_{cfg.styled_modifier}" if cfg.styled_modifier else ""
     per = f"x{cfg.styled_per_task}" if cfg.styled_per_task != 1 else ""
-    # (name, folder, prompt split, tasks, seed, styled images per task, id prefix)
+    # (name, folder, prompt split, tasks, seed, styled / mismatched images per task, id prefix)
     splits = [
-        ("train", "tasks_train", "train", cfg.train_tasks, 0, 0, "t"),
-        ("heldout", "tasks_heldout", "heldout", cfg.heldout_tasks, 1, 0, "h"),
+        ("train", "tasks_train", "train", cfg.train_tasks, 0, 0, 0, "t"),
+        ("heldout", "tasks_heldout", "heldout", cfg.heldout_tasks, 1, 0, 0, "h"),
     ]
     if cfg.styled_tasks:
         splits.append(
             ("train_styled", f"tasks_train_styled{per}{mod}", "train", cfg.styled_tasks, 2,
-             cfg.styled_per_task, "s")
+             cfg.styled_per_task, 0, "s")
         )  # fmt: skip
     if cfg.heldout_styled_tasks:
         splits.append(
             ("heldout_styled", f"tasks_heldout_styled{per}{mod}", "heldout",
-             cfg.heldout_styled_tasks, 3, max(1, cfg.styled_per_task), "v")
+             cfg.heldout_styled_tasks, 3, max(1, cfg.styled_per_task), 0, "v")
         )  # fmt: skip
+    if cfg.mismatched_tasks:
+        splits += [
+            ("train_mismatched", "tasks_train_mismatched", "train", cfg.mismatched_tasks, 6, 0,
+             1, "m"),
+            ("heldout_mismatched", "tasks_heldout_mismatched", "heldout", cfg.heldout_tasks, 7,
+             0, 1, "n"),
+        ]  # fmt: skip
     sets = {}
-    for name, folder, split, n, seed, styled, prefix in splits:
+    for name, folder, split, n, seed, styled, mismatched, prefix in splits:
         tasks_dir = cfg.work / folder
         if (tasks_dir / "tasks.jsonl").is_file() and len(read_sets(tasks_dir)) == n:
             sets[name] = read_sets(tasks_dir)
@@ -148,6 +167,7 @@ def _task_sets(cfg: MiniatureConfig) -> dict[str, list[Any]]:
             id_prefix=prefix,
             styled=styled,
             styles=(cfg.styled_modifier,) if styled and cfg.styled_modifier else None,
+            mismatched=mismatched,
         )
     if cfg.augmented_tasks:
         from diffenvs.preference import read_sets
@@ -209,14 +229,13 @@ def reward_model(cfg: MiniatureConfig) -> Path:
     sets = _task_sets(cfg)
     labeler = SyntheticLabeler(cfg.preference, seed=0)
     labelled = {name: [labeler.rank(t) for t in tasks] for name, tasks in sets.items()}
-    train_sets = (
-        labelled["train"] + labelled.get("train_styled", []) + labelled.get("train_washed", [])
-    )
+    extra = ("train_styled", "train_washed", "train_mismatched")
+    train_sets = labelled["train"] + [t for name in extra for t in labelled.get(name, [])]
     # One labels file per labeler (preference), so labelling for another never overwrites it.
     train_labels = cfg.work / f"labels_{cfg.preference}_train{suffix}.jsonl"
     heldout_labels = cfg.work / f"labels_{cfg.preference}_heldout{suffix}.jsonl"
     write_sets(train_labels, train_sets)
-    heldout = ("heldout", "heldout_styled", "heldout_washed")
+    heldout = ("heldout", "heldout_styled", "heldout_washed", "heldout_mismatched")
     write_sets(heldout_labels, [t for name in heldout for t in labelled.get(name, [])])
     result = train_reward_model(
         TrainRewardConfig(
@@ -253,6 +272,7 @@ def reward_model(cfg: MiniatureConfig) -> Path:
         "styled_per_task": cfg.styled_per_task,
         "heldout_styled_tasks": cfg.heldout_styled_tasks,
         "augmented_tasks": cfg.augmented_tasks,
+        "mismatched_tasks": cfg.mismatched_tasks,
         "styled_modifier": cfg.styled_modifier,
         "preference": cfg.preference,
         "world_version": WORLD_VERSION,

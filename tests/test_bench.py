@@ -29,6 +29,22 @@ class BaseModelEntrant:
         return Trained(unet, [CurvePoint(budget.images, 0.5, 0.0)], {"note": "no training"})
 
 
+class BaseNoiseEntrant:
+    """A noise-mode policy that is the base sampler: mean 0, std 1 for every step."""
+
+    name = "base-noise"
+    summary = "the base sampler, as a noise-mode policy"
+
+    def train(self, task, budget, seed, run_dir) -> Trained:
+        import torch
+
+        def policy(obs):
+            latent = torch.as_tensor(obs["latent"])
+            return torch.zeros_like(latent), torch.ones_like(latent)
+
+        return Trained(None, [CurvePoint(budget.images, 0.5, 0.0)], noise_policy=policy)
+
+
 class DivergingEntrant:
     """Diverges after one update (as an unregularised policy under a linear reward does)."""
 
@@ -52,6 +68,28 @@ def test_identity_entrant_scores_exactly_the_base_model(tmp_path: Path) -> None:
     assert 0.0 <= cell.final["prompt_following"] <= 1.0 and "independent" in cell.final
     saved = json.loads(cell_path(cfg.out, "pastel", "identity", 0).read_text())
     assert saved["schema"] == SCHEMA and CellResult.from_json(saved) == cell
+
+
+def test_a_noise_mode_policy_is_evaluated_with_the_same_noise_as_the_base(tmp_path: Path) -> None:
+    cell = run_cell(_quick(tmp_path), "pastel", f"{__name__}:BaseNoiseEntrant", seed=0)
+    assert cell.final["kl_to_base"] == 0.0
+    for key in ("reward_mean", "reward_std", "diversity", "prompt_following", "independent"):
+        assert cell.final[key] == pytest.approx(cell.base[key], abs=1e-4), key
+
+
+def test_sb3_ppo_entrant_trains_in_noise_mode(tmp_path: Path) -> None:
+    cell = run_cell(_quick(tmp_path), "pastel", "sb3-ppo", seed=0)
+    assert [p[0] for p in cell.curve] == [16, 32]  # two PPO updates of 16 images
+    assert cell.final["kl_to_base"] > 0 and cell.config["n_epochs"] == 4
+    assert "SB3 adapter" in load_entrant("sb3-ppo").cannot_run(TASKS["reference-2d"])
+
+
+def test_sb3_ppo_blowing_up_is_reported_as_divergence(tmp_path: Path) -> None:
+    from agents.bench.sb3_entrant import SB3PPOEntrant
+
+    # Measured: at lr 1e-3 the policy's weights turn non-finite within two updates (seeded).
+    with pytest.raises(Diverged, match="non-finite"):
+        SB3PPOEntrant(learning_rate=1e-3).train(TASKS["pastel"], Budget(32, 600.0), 0, tmp_path)
 
 
 def test_builtin_entrant_cell_and_page(tmp_path: Path) -> None:

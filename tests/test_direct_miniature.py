@@ -89,6 +89,8 @@ def test_reward_model_names_tell_their_data_apart() -> None:
         preference="pastel", train_tasks=600, styled_tasks=600, styled_per_task=2
     )
     assert mini._suffix(more) == "-train600-styled600x2"
+    checked = mini.MiniatureConfig(preference="pastel", augmented_tasks=300, mismatched_tasks=300)
+    assert mini._suffix(checked) == "-washed300-mismatched300"
     # Tasks and reward models of another world version are never reused.
     from diffenvs.world.paths import WORLD_VERSION
 

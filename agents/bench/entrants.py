@@ -51,11 +51,16 @@ class CurvePoint:
 
 @dataclass
 class Trained:
-    denoiser: nn.Module
-    """The fine-tuned copy of ``sampler.unet`` (same call signature), in eval mode."""
+    denoiser: nn.Module | None
+    """The fine-tuned copy of ``sampler.unet`` (same call signature), in eval mode; None for a
+    noise-mode policy (``noise_policy``)."""
     curve: list[CurvePoint]
     config: dict[str, Any] = field(default_factory=dict)
     """The options the entrant ran with (saved in the cell's JSON)."""
+    noise_policy: Any = None
+    """Instead of a denoiser: a policy of ``DiffusionDenoise-v0``'s noise mode, called on a batch
+    of observations and returning the ``(mean, std)`` of each step's noise (tensors shaped like
+    the latent); the base sampler is (0, 1). See :mod:`agents.bench.sb3_entrant`."""
 
 
 class Diverged(RuntimeError):
@@ -108,6 +113,7 @@ ENTRANTS: dict[str, str] = {
     "grpo": "agents.bench.grpo_entrant:GRPOEntrant",
     "draft": "agents.bench.direct_entrant:DRaFTEntrant",
     "refl": "agents.bench.direct_entrant:ReFLEntrant",
+    "sb3-ppo": "agents.bench.sb3_entrant:SB3PPOEntrant",
 }
 
 

@@ -140,6 +140,59 @@ def reference_summary(task: Task, denoiser: Any, envs: Any, seed: int) -> dict[s
     return summary
 
 
+@torch.no_grad()
+def rollout_noise_policy(
+    policy: Any, envs: Any, prompts: list[str], seed: int
+) -> dict[str, np.ndarray]:
+    """As :func:`rollout_denoiser` for a noise-mode policy (``envs`` in noise mode): the same
+    env seeds and step noise z, the action mean + std·z, and the path KL of N(mean, std²) to the
+    base sampler's N(0, I) (equal to the KL of the two x_{t-1} Gaussians)."""
+    per, steps = envs.num_envs, envs.num_steps
+    rewards, kls, images = [], [], []
+    for c in range(math.ceil(len(prompts) / per)):
+        chunk = prompts[c * per : (c + 1) * per]
+        padded = chunk + [chunk[-1]] * (per - len(chunk))
+        gen = torch.Generator().manual_seed(seed + c)  # run_episodes' noise seed
+        obs, _ = envs.reset(seed=seed + c * per, options={"prompts": padded})
+        kl = torch.zeros(per, dtype=torch.float64)
+        for _ in range(steps):
+            mean, std = policy(obs)
+            z = torch.randn(mean.shape, generator=gen)
+            per_dim = -torch.log(std) + (std**2 + mean**2) / 2 - 0.5
+            kl += per_dim.flatten(1).sum(1).double()
+            obs, _, terminated, _, info = envs.step((mean + std * z).numpy())
+        if not terminated.all():
+            raise RuntimeError("Episodes did not end after num_steps steps.")
+        n = len(chunk)
+        rewards.append(np.asarray(info["terminal_reward"], dtype=np.float64)[:n])
+        kls.append(kl.numpy()[:n])
+        images.append(np.stack(list(info["image"]))[:n])
+    return {
+        "rewards": np.concatenate(rewards),
+        "kl": np.concatenate(kls),
+        "images": np.concatenate(images),
+    }
+
+
+def evaluate_noise_policy(task: Task, policy: Any, seed: int) -> dict[str, float]:
+    """The held-out summary of a noise-mode policy (see :class:`agents.bench.entrants.Trained`)."""
+    import gymnasium as gym
+
+    import diffenvs  # noqa: F401  (registers the environments)
+    from diffenvs.envs.denoise_prompts import make_prompt_source
+
+    envs = gym.make_vec(
+        task.env_id,
+        num_envs=8,
+        vectorization_mode="vector_entry_point",
+        prompts=make_prompt_source(task.prompts),
+        action_mode="noise",
+        **task.env_options(),
+    )
+    prompts = eval_prompts(task, seed)
+    return summarise(rollout_noise_policy(policy, envs, prompts, seed), task, prompts)
+
+
 def evaluate_denoiser(task: Task, denoiser: Any, envs: Any, seed: int) -> dict[str, float]:
     """The held-out summary of ``denoiser`` (``envs.unwrapped.sampler.unet`` for the base model)."""
     if task.is_reference:

@@ -62,6 +62,16 @@ def _diverged_lines(diverged: dict[str, list[CellResult]], columns: int) -> list
     return rows
 
 
+def _entrant_list() -> list[str]:
+    """The built-in entrants, one line each (their ``summary``)."""
+    from agents.bench.entrants import ENTRANTS, load_entrant
+
+    lines = ["Built-in entrants (`agents/bench/`):", ""]
+    for name in sorted(ENTRANTS):
+        lines.append(f"* **{name}**: {load_entrant(name).summary}.")
+    return [*lines, ""]
+
+
 def _missing_entrants(task_name: str, present: set[str]) -> list[str]:
     """The built-in entrants without cells on the task: those that do not apply to it (and why),
     and those not measured yet (and the command that adds them)."""
@@ -181,7 +191,9 @@ def render_page(out: Path, images_dir: Path, image_prefix: str) -> str:
     by_task: dict[str, list[CellResult]] = defaultdict(list)
     for c in cells:
         by_task[c.task].append(c)
-    worlds = sorted({c.world.get("world", "?") for c in cells})
+    worlds = sorted(
+        {c.world.get("world", "?") for c in cells if c.task in TASKS and TASKS[c.task].world_only}
+    )
     loads = [c.machine["load_start"] for c in cells if "load_start" in c.machine]
     load = (
         f" The machine's 1-minute load average while cells trained: {min(loads):.1f}–"
@@ -212,6 +224,7 @@ def render_page(out: Path, images_dir: Path, image_prefix: str) -> str:
         "prompts, and, where the reward is an oracle proxy, its own reading of the reward's "
         "target (a proxy reward that rises while the judge's reading does not is reward hacking).",
         "",
+        *_entrant_list(),
     ]
     for name in sorted(by_task):
         group = by_task[name]

@@ -108,7 +108,7 @@ def run_cell(cfg: BenchConfig, task_name: str, entrant_name: str, seed: int) -> 
     """Train one entrant on one task with one seed, evaluate it against the base model, save."""
     import torch
 
-    from agents.bench.evaluate import evaluate_denoiser, make_eval_envs
+    from agents.bench.evaluate import evaluate_denoiser, evaluate_noise_policy, make_eval_envs
     from diffenvs.io import write_json
 
     torch.set_num_threads(cfg.threads)
@@ -132,9 +132,12 @@ def run_cell(cfg: BenchConfig, task_name: str, entrant_name: str, seed: int) -> 
     }
     envs = make_eval_envs(task)
     base = base_summary(cfg, task, envs)
-    final = (
-        {} if trained is None else evaluate_denoiser(task, trained.denoiser, envs, cfg.eval_seed)
-    )
+    if trained is None:
+        final = {}
+    elif trained.noise_policy is not None:
+        final = evaluate_noise_policy(task, trained.noise_policy, cfg.eval_seed)
+    else:
+        final = evaluate_denoiser(task, trained.denoiser, envs, cfg.eval_seed)
     cell = CellResult(
         task=task.name,
         entrant=entrant.name,

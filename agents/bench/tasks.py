@@ -97,6 +97,7 @@ TASKS: dict[str, Task] = {
             reward="colourfulness",
             prompts="world",
             eval_prompts="world:heldout",
+            num_steps=4,
         ),
         Task(
             name="jpeg",
@@ -104,6 +105,7 @@ TASKS: dict[str, Task] = {
             reward="jpeg_compressibility",
             prompts="world",
             eval_prompts="world:heldout",
+            num_steps=4,
         ),
         Task(
             name="prompt-shape",
