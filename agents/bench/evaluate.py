@@ -29,20 +29,22 @@ import torch
 from agents.bench.tasks import Task
 
 
-def make_eval_envs(task: Task, num_envs: int = 8) -> Any:
-    """The task's vector env in latent mode, reporting the base model's step (for the KL)."""
+def make_eval_envs(task: Task, num_envs: int = 8, action_mode: str = "latent") -> Any:
+    """The task's vector env, in latent mode reporting the base model's step (for the KL); in
+    noise mode for a noise-mode policy (whose KL needs no base step)."""
     import gymnasium as gym
 
     import diffenvs  # noqa: F401  (registers the environments)
     from diffenvs.envs.denoise_prompts import make_prompt_source
 
+    base = {"base_step": "always"} if action_mode == "latent" else {}
     return gym.make_vec(
         task.env_id,
         num_envs=num_envs,
         vectorization_mode="vector_entry_point",
         prompts=make_prompt_source(task.prompts),
-        action_mode="latent",
-        base_step="always",
+        action_mode=action_mode,
+        **base,
         **task.env_options(),
     )
 
@@ -176,19 +178,7 @@ def rollout_noise_policy(
 
 def evaluate_noise_policy(task: Task, policy: Any, seed: int) -> dict[str, float]:
     """The held-out summary of a noise-mode policy (see :class:`agents.bench.entrants.Trained`)."""
-    import gymnasium as gym
-
-    import diffenvs  # noqa: F401  (registers the environments)
-    from diffenvs.envs.denoise_prompts import make_prompt_source
-
-    envs = gym.make_vec(
-        task.env_id,
-        num_envs=8,
-        vectorization_mode="vector_entry_point",
-        prompts=make_prompt_source(task.prompts),
-        action_mode="noise",
-        **task.env_options(),
-    )
+    envs = make_eval_envs(task, action_mode="noise")
     prompts = eval_prompts(task, seed)
     return summarise(rollout_noise_policy(policy, envs, prompts, seed), task, prompts)
 
